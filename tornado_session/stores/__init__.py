@@ -1,0 +1,36 @@
+"""Session stores.
+
+`MemoryStore` needs nothing beyond the core; `MongoStore` and `RedisStore` are
+imported on first use, so ``import tornado_session`` never imports a database
+driver, and a missing driver fails with the name of the extra to install.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .base import Store
+from .memory import MemoryStore
+
+if TYPE_CHECKING:
+    from .mongo import MongoStore
+    from .redis import RedisStore
+
+__all__ = ["MemoryStore", "MongoStore", "RedisStore", "Store"]
+
+_LAZY = {"MongoStore": ".mongo", "RedisStore": ".redis"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,178 @@
+"""The store protocol, and what every store shares.
+
+A store keeps session data under a key (the ``prefix`` plus a hash of the
+session id, computed by the lifecycle: stores never see a live id).  All calls
+are coroutines; a store raises `StoreUnavailableError` when its backend cannot
+be reached, and reports its connection state with ``connect`` / ``disconnect``
+events, which the lifecycle uses to hold requests while a server restarts.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..events import EventEmitter, Listener
+
+#: Where every store gets the time from: injectable, so expiry is tested
+#: with a fake clock instead of ``sleep``.
+Clock = Callable[[], float]
+
+
+class Store(abc.ABC):
+    """Base class of the session stores.
+
+    Subclasses implement `get`, `set` and `destroy` (and, where the backend
+    makes it cheap, `touch`); they call `_mark_connected` / `_mark_disconnected`
+    when the backend comes and goes.  The store contract suite,
+    `tornado_session.testing.StoreContract`, says in tests what each call must
+    do; subclass it to test your own store.
+    """
+
+    def __init__(self, *, clock: Clock = time.time) -> None:
+        #: The store's events: ``connect`` and ``disconnect``.
+        self.events = EventEmitter()
+        self.clock = clock
+        self._connected = True
+        self._waiters: list[asyncio.Future[None]] = []
+
+    # -- events and connection state --------------------------------------
+
+    def on(self, event: str, listener: Listener) -> Listener:
+        """Call ``listener(payload)`` on ``connect`` or ``disconnect``."""
+        return self.events.on(event, listener)
+
+    def off(self, event: str, listener: Listener) -> None:
+        """Remove a listener added with `on`."""
+        self.events.off(event, listener)
+
+    @property
+    def connected(self) -> bool:
+        """Whether the backend is believed reachable (last event was ``connect``)."""
+        return self._connected
+
+    def _mark_connected(self, **detail: Any) -> None:
+        """Record that the backend answers again; emits ``connect`` on a change.
+
+        Requests waiting in `wait_connected` are released at once.
+        """
+        if self._connected:
+            return
+        self._connected = True
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self.events.emit("connect", {"key": type(self).__name__, "store": self, **detail})
+
+    def _mark_disconnected(self, **detail: Any) -> None:
+        """Record that the backend is gone; emits ``disconnect`` on a change."""
+        if not self._connected:
+            return
+        self._connected = False
+        self.events.emit("disconnect", {"key": type(self).__name__, "store": self, **detail})
+
+    async def wait_connected(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the store to be connected.
+
+        Returns at once when it is; returns ``False`` when the time ran out.
+        Nothing is left behind either way: the waiter is removed on time-out.
+        """
+        if self._connected:
+            return True
+        if timeout <= 0:
+            return False
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            return False
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+        return True
+
+    # -- the protocol -----------------------------------------------------
+
+    @abc.abstractmethod
+    async def get(
+        self, key: str, max_age: float, *, rolling: bool = False
+    ) -> dict[str, Any] | None:
+        """Return a copy of the data stored under ``key``, or ``None``.
+
+        ``None`` when there is no record or when it has expired: an expired
+        record must never read as live, even if the backend has not removed it
+        yet.  ``max_age`` and ``rolling`` are the session's settings (koa's
+        protocol passes them); expiry is extended by the commit, not by reads.
+        """
+
+    @abc.abstractmethod
+    async def set(
+        self,
+        key: str,
+        data: Mapping[str, Any],
+        max_age: float,
+        *,
+        rolling: bool = False,
+        changed: bool = True,
+        previous: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Store ``data`` under ``key`` for ``max_age`` seconds.
+
+        ``changed=False`` means only the expiry needs writing (a rolling
+        session that was only read).  ``previous`` is the data as the request
+        loaded it; it is ``None`` for a new or regenerated session.  When it is
+        given the record must already exist: a session that a concurrent
+        request destroyed (a logout) is not brought back, and `set` returns
+        ``False``.  A store may use ``previous`` to write only the changed keys.
+        Returns ``True`` when the record was written.
+        """
+
+    @abc.abstractmethod
+    async def destroy(self, key: str) -> None:
+        """Delete the record under ``key``; a missing record is not an error."""
+
+    async def touch(self, key: str, max_age: float) -> bool:
+        """Extend the record's expiry to ``max_age`` seconds from now.
+
+        Returns ``False`` when there is no live record.  The default rewrites
+        the record through `get` and `set`; stores override it with one call.
+        """
+        data = await self.get(key, max_age)
+        if data is None:
+            return False
+        return await self.set(key, data, max_age, changed=False, previous=data)
+
+    async def close(self) -> None:
+        """Release the backend's resources (a client this store created)."""
+
+    async def destroy_all(self, **match: Any) -> int:
+        """Destroy every session whose data has these top-level values.
+
+        ``await store.destroy_all(user_id=42)`` logs a user out everywhere.
+        Returns how many sessions were destroyed.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not support destroy_all()")
+
+    async def count(self) -> int:
+        """Return how many live sessions the store holds."""
+        raise NotImplementedError(f"{type(self).__name__} does not support count()")
+
+    async def clear(self) -> None:
+        """Delete every session of this store."""
+        raise NotImplementedError(f"{type(self).__name__} does not support clear()")
+
+    # -- shared helpers for subclasses -------------------------------------
+
+    def expires_at(self, max_age: float) -> float:
+        """The epoch time at which a record written now with ``max_age`` expires."""
+        return self.clock() + max_age
+
+    @staticmethod
+    def matches(data: Mapping[str, Any], match: Mapping[str, Any]) -> bool:
+        """Whether ``data`` has every top-level value in ``match`` (for `destroy_all`)."""
+        return all(key in data and data[key] == value for key, value in match.items())

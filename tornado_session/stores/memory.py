@@ -1,0 +1,174 @@
+"""MemoryStore: sessions in the process's memory, bounded and expiring.
+
+For development, tests and single-process deployments.  Data is held as
+canonical JSON bytes, so what goes in and what comes out are copies: a handler
+that mutates its dict after the commit does not change the store.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+from .. import serializers
+from ..errors import SessionOptionError, StoreUnavailableError
+from .base import Clock, Store
+
+
+class MemoryStore(Store):
+    """Keeps sessions in a dict, least-recently-used first.
+
+    ``max_entries`` bounds memory: past it the least recently used session is
+    evicted.  Expired entries never read as live and are swept away every
+    ``sweep_interval`` seconds (during a write, so no timer is left running), so
+    memory does not grow with abandoned sessions.
+
+    `close` takes the store down (every call raises `StoreUnavailableError`
+    and ``disconnect`` is emitted) and `open` brings it back (``connect``),
+    which is how tests rehearse an outage without a server.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_entries: int | None = 100_000,
+        sweep_interval: float = 60.0,
+        clock: Clock = time.time,
+    ) -> None:
+        if max_entries is not None and (
+            isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1
+        ):
+            raise SessionOptionError(
+                f"MemoryStore(max_entries={max_entries!r}): expected a positive int or None"
+            )
+        if isinstance(sweep_interval, bool) or not isinstance(sweep_interval, (int, float)) or (
+            sweep_interval <= 0
+        ):
+            raise SessionOptionError(
+                f"MemoryStore(sweep_interval={sweep_interval!r}): "
+                "expected a positive number of seconds"
+            )
+        super().__init__(clock=clock)
+        self.max_entries = max_entries
+        self.sweep_interval = float(sweep_interval)
+        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._last_sweep = clock()
+
+    async def get(
+        self, key: str, max_age: float, *, rolling: bool = False
+    ) -> dict[str, Any] | None:
+        """Return a copy of the live data under ``key``, or ``None``."""
+        entry = self._live_entry(key)
+        if entry is None:
+            return None
+        data: dict[str, Any] = serializers.loads(entry[1])
+        return data
+
+    async def set(
+        self,
+        key: str,
+        data: Mapping[str, Any],
+        max_age: float,
+        *,
+        rolling: bool = False,
+        changed: bool = True,
+        previous: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Store a copy of ``data``; see `Store.set`."""
+        self._check_open()
+        if previous is not None or not changed:
+            entry = self._live_entry(key)
+            if entry is None:
+                return False
+            if not changed:
+                self._entries[key] = (self.expires_at(max_age), entry[1])
+                return True
+            # Apply only this request's changes, so that a concurrent request
+            # of the same session that changed other keys keeps its writes.
+            to_set, to_unset = serializers.changed_keys(previous or {}, data)
+            merged: dict[str, Any] = serializers.loads(entry[1])
+            merged.update(to_set)
+            for name in to_unset:
+                merged.pop(name, None)
+            data = merged
+        self._entries[key] = (self.expires_at(max_age), serializers.dumps(data))
+        self._entries.move_to_end(key)
+        self._evict()
+        return True
+
+    async def touch(self, key: str, max_age: float) -> bool:
+        """Extend the expiry of a live record; ``False`` when there is none."""
+        entry = self._live_entry(key)
+        if entry is None:
+            return False
+        self._entries[key] = (self.expires_at(max_age), entry[1])
+        return True
+
+    async def destroy(self, key: str) -> None:
+        """Delete the record under ``key``."""
+        self._check_open()
+        self._entries.pop(key, None)
+
+    async def destroy_all(self, **match: Any) -> int:
+        """Destroy every live session whose data has these top-level values."""
+        self._check_open()
+        now = self.clock()
+        doomed = [
+            key
+            for key, (expires, raw) in self._entries.items()
+            if expires > now and self.matches(serializers.loads(raw), match)
+        ]
+        for key in doomed:
+            del self._entries[key]
+        return len(doomed)
+
+    async def count(self) -> int:
+        """Return how many live sessions are held."""
+        self._check_open()
+        now = self.clock()
+        return sum(1 for expires, _ in self._entries.values() if expires > now)
+
+    async def clear(self) -> None:
+        """Delete every session."""
+        self._check_open()
+        self._entries.clear()
+
+    async def close(self) -> None:
+        """Take the store down: calls fail with `StoreUnavailableError`."""
+        self._mark_disconnected(reason="closed")
+
+    async def open(self) -> None:
+        """Bring a closed store back (data kept) and emit ``connect``."""
+        self._mark_connected()
+
+    # -- internals --------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if not self._connected:
+            raise StoreUnavailableError("MemoryStore is closed; call open() to serve again")
+
+    def _live_entry(self, key: str) -> tuple[float, bytes] | None:
+        """The entry under ``key`` if it has not expired (an expired one is dropped)."""
+        self._check_open()
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= self.clock():
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return entry
+
+    def _evict(self) -> None:
+        """Drop expired entries now and then, and the least recently used past the bound."""
+        now = self.clock()
+        if now - self._last_sweep >= self.sweep_interval:
+            self._last_sweep = now
+            expired = [key for key, (expires, _) in self._entries.items() if expires <= now]
+            for key in expired:
+                del self._entries[key]
+        if self.max_entries is not None:
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)

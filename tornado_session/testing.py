@@ -1,0 +1,251 @@
+"""The store contract suite, for our stores and yours.
+
+Every store, ours and any a user writes, must behave the same way through the
+protocol of `tornado_session.stores.Store`.  `StoreContract` says how, in
+tests.  To test a store, subclass it and build the store in `make_store`::
+
+    from tornado_session.testing import StoreContract
+
+    class TestMyStore(StoreContract):
+        def make_store(self):
+            return MyStore(clock=self.clock)
+
+It is a `tornado.testing.AsyncTestCase`, so pytest and unittest both run it.
+The contract class itself is not collected; each subclass is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from tornado.testing import AsyncTestCase, gen_test
+
+from .stores.base import Store
+
+__all__ = ["FakeClock", "StoreContract"]
+
+
+class FakeClock:
+    """A clock for tests: starts at the real time and moves only when told.
+
+    Pass it as ``clock=`` to a store or to `SessionOptions` and call `advance`
+    instead of sleeping.
+    """
+
+    def __init__(self, start: float | None = None) -> None:
+        self.now = time.time() if start is None else start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward by ``seconds``."""
+        self.now += seconds
+
+
+class StoreContract(AsyncTestCase):
+    """What every store must do, as tests.  Subclass it and define `make_store`.
+
+    Set ``follows_clock = False`` when the backend expires records on its own
+    real-time clock (Redis TTLs): the expiry tests then sleep for about a second
+    instead of advancing `clock`.
+    """
+
+    __test__ = False
+    #: Whether the store reads the time from ``self.clock`` (a `FakeClock`).
+    follows_clock = True
+    #: A short ``max_age`` for the expiry tests, in seconds.
+    short_max_age = 0.5
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.__test__ = True
+
+    def make_store(self) -> Store:
+        """Return a new, empty store that uses ``self.clock`` if it can."""
+        raise NotImplementedError("subclass StoreContract and define make_store()")
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.clock = FakeClock()
+        self.store = self.make_store()
+
+    def tearDown(self) -> None:
+        self.io_loop.run_sync(self._close_store)
+        super().tearDown()
+
+    async def _close_store(self) -> None:
+        with contextlib.suppress(NotImplementedError):
+            await self.store.clear()
+        await self.store.close()
+
+    async def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass for the store."""
+        if self.follows_clock:
+            self.clock.advance(seconds)
+        else:
+            await asyncio.sleep(seconds)
+
+    # -- get / set / destroy ----------------------------------------------
+
+    @gen_test
+    async def test_get_unknown_key_returns_none(self) -> None:
+        self.assertIsNone(await self.store.get("no-such-key", 60))
+
+    @gen_test
+    async def test_set_then_get_returns_equal_data(self) -> None:
+        data = {"n": 1, "name": "Zoë", "cart": [1, 2, {"x": None}], "ok": True, "f": 1.5}
+        self.assertTrue(await self.store.set("k1", data, 60))
+        self.assertEqual(await self.store.get("k1", 60), data)
+
+    @gen_test
+    async def test_get_returns_a_copy(self) -> None:
+        await self.store.set("k1", {"cart": [1]}, 60)
+        first = await self.store.get("k1", 60)
+        assert first is not None
+        first["cart"].append(2)
+        first["new"] = True
+        self.assertEqual(await self.store.get("k1", 60), {"cart": [1]})
+
+    @gen_test
+    async def test_set_keeps_a_copy(self) -> None:
+        data: dict[str, Any] = {"cart": [1]}
+        await self.store.set("k1", data, 60)
+        data["cart"].append(2)
+        self.assertEqual(await self.store.get("k1", 60), {"cart": [1]})
+
+    @gen_test
+    async def test_keys_with_dots_and_dollars_round_trip(self) -> None:
+        data = {"a.b": 1, "$where": 2, "c": {"d.e": 3, "$f": 4}, "": 5}
+        await self.store.set("k1", data, 60)
+        self.assertEqual(await self.store.get("k1", 60), data)
+
+    @gen_test
+    async def test_destroy_removes_the_record(self) -> None:
+        await self.store.set("k1", {"n": 1}, 60)
+        await self.store.set("k2", {"n": 2}, 60)
+        await self.store.destroy("k1")
+        self.assertIsNone(await self.store.get("k1", 60))
+        self.assertEqual(await self.store.get("k2", 60), {"n": 2})
+
+    @gen_test
+    async def test_destroy_of_missing_key_is_not_an_error(self) -> None:
+        await self.store.destroy("no-such-key")
+
+    # -- updates of an existing session ------------------------------------
+
+    @gen_test
+    async def test_update_does_not_resurrect_a_destroyed_session(self) -> None:
+        await self.store.set("k1", {"n": 1}, 60)
+        await self.store.destroy("k1")  # a concurrent logout
+        written = await self.store.set("k1", {"n": 2}, 60, previous={"n": 1})
+        self.assertFalse(written)
+        self.assertIsNone(await self.store.get("k1", 60))
+
+    @gen_test
+    async def test_new_session_write_creates_the_record(self) -> None:
+        self.assertTrue(await self.store.set("k1", {"n": 1}, 60, previous=None))
+        self.assertEqual(await self.store.get("k1", 60), {"n": 1})
+
+    @gen_test
+    async def test_concurrent_updates_of_different_keys_both_survive(self) -> None:
+        await self.store.set("k1", {"base": 0}, 60)
+        loaded = {"base": 0}
+        self.assertTrue(await self.store.set("k1", {"base": 0, "a": 1}, 60, previous=loaded))
+        self.assertTrue(await self.store.set("k1", {"base": 0, "b": 2}, 60, previous=loaded))
+        self.assertEqual(await self.store.get("k1", 60), {"base": 0, "a": 1, "b": 2})
+
+    @gen_test
+    async def test_update_removes_deleted_keys(self) -> None:
+        await self.store.set("k1", {"a": 1, "b": 2}, 60)
+        await self.store.set("k1", {"a": 1}, 60, previous={"a": 1, "b": 2})
+        self.assertEqual(await self.store.get("k1", 60), {"a": 1})
+
+    @gen_test
+    async def test_update_replaces_changed_nested_values(self) -> None:
+        await self.store.set("k1", {"cart": [1], "user": {"id": 1}}, 60)
+        await self.store.set(
+            "k1",
+            {"cart": [1, 2], "user": {"id": 1}},
+            60,
+            previous={"cart": [1], "user": {"id": 1}},
+        )
+        self.assertEqual(await self.store.get("k1", 60), {"cart": [1, 2], "user": {"id": 1}})
+
+    @gen_test
+    async def test_fifty_concurrent_updates_of_one_session_all_survive(self) -> None:
+        await self.store.set("k1", {}, 60)
+        await asyncio.gather(
+            *(self.store.set("k1", {f"key{i}": i}, 60, previous={}) for i in range(50))
+        )
+        self.assertEqual(await self.store.get("k1", 60), {f"key{i}": i for i in range(50)})
+
+    # -- expiry ------------------------------------------------------------
+
+    @gen_test(timeout=10)
+    async def test_expired_record_reads_as_none(self) -> None:
+        await self.store.set("k1", {"n": 1}, self.short_max_age)
+        self.assertEqual(await self.store.get("k1", self.short_max_age), {"n": 1})
+        await self.advance(self.short_max_age * 2.5)
+        self.assertIsNone(await self.store.get("k1", self.short_max_age))
+
+    @gen_test(timeout=10)
+    async def test_touch_extends_expiry(self) -> None:
+        short = self.short_max_age
+        await self.store.set("k1", {"n": 1}, short)
+        await self.advance(short * 0.5)
+        self.assertTrue(await self.store.touch("k1", short * 4))
+        await self.advance(short * 1.5)
+        self.assertEqual(await self.store.get("k1", short), {"n": 1})
+
+    @gen_test(timeout=10)
+    async def test_unchanged_write_extends_expiry_and_keeps_data(self) -> None:
+        short = self.short_max_age
+        await self.store.set("k1", {"n": 1}, short)
+        await self.advance(short * 0.5)
+        written = await self.store.set("k1", {"n": 1}, short * 4, changed=False, previous={"n": 1})
+        self.assertTrue(written)
+        await self.advance(short * 1.5)
+        self.assertEqual(await self.store.get("k1", short), {"n": 1})
+
+    @gen_test
+    async def test_touch_of_missing_record_returns_false(self) -> None:
+        self.assertFalse(await self.store.touch("no-such-key", 60))
+        self.assertIsNone(await self.store.get("no-such-key", 60))
+
+    # -- bulk operations -----------------------------------------------------
+
+    @gen_test
+    async def test_destroy_all_destroys_only_matching_sessions(self) -> None:
+        await self.store.set("a1", {"user_id": 42, "n": 1}, 60)
+        await self.store.set("a2", {"user_id": 42, "n": 2}, 60)
+        await self.store.set("b1", {"user_id": 7}, 60)
+        await self.store.set("c1", {"n": 3}, 60)
+        self.assertEqual(await self.store.destroy_all(user_id=42), 2)
+        self.assertIsNone(await self.store.get("a1", 60))
+        self.assertIsNone(await self.store.get("a2", 60))
+        self.assertEqual(await self.store.get("b1", 60), {"user_id": 7})
+        self.assertEqual(await self.store.get("c1", 60), {"n": 3})
+
+    @gen_test
+    async def test_count_and_clear(self) -> None:
+        self.assertEqual(await self.store.count(), 0)
+        await self.store.set("a1", {"n": 1}, 60)
+        await self.store.set("a2", {"n": 2}, 60)
+        self.assertEqual(await self.store.count(), 2)
+        await self.store.clear()
+        self.assertEqual(await self.store.count(), 0)
+        self.assertIsNone(await self.store.get("a1", 60))
+
+    # -- events --------------------------------------------------------------
+
+    @gen_test
+    async def test_listeners_can_be_added_and_removed(self) -> None:
+        seen: list[dict[str, Any]] = []
+        self.store.on("connect", seen.append)
+        self.store.off("connect", seen.append)
+        self.assertEqual(self.store.events.listeners("connect"), [])
+        self.assertTrue(self.store.connected)
