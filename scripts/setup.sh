@@ -1,0 +1,37 @@
+# Functions that install what the project needs; sourced by scripts/*.sh.
+# Each is idempotent: a second run on the same machine does next to nothing.
+
+PYTHON_FOR_VENV="${PYTHON_FOR_VENV:-python3}"
+
+apt_install() {
+    # apt_install PACKAGE...: install Debian packages that are missing (we run as root here).
+    local missing=()
+    for pkg in "$@"; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+setup_python_venv() {
+    # .venv: the project (editable) and the pinned test dependencies.
+    if [ ! -x .venv/bin/python ]; then
+        "$PYTHON_FOR_VENV" -m venv .venv
+    fi
+    .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt -e . 2>&1 \
+        | grep -v "is ignored: it is neither a file nor a directory" || true
+}
+
+setup_redis_server() {
+    # Debian's redis-server; the tests start their own instance on a free port.
+    command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+    # The package starts a system instance on 6379; the tests do not use it.
+}
+
+setup_mongo_wire_server() {
+    # MongoDB wire-protocol server for the tests (filled in by the MongoStore work).
+    :
+}
