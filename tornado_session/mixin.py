@@ -1,0 +1,355 @@
+"""SessionMixin: ``self.session`` for Tornado handlers.
+
+The only module that touches `tornado.web.RequestHandler`.  It is thin: it
+hands the lifecycle the session cookie and what the response did, and turns the
+lifecycle's answer into a ``Set-Cookie`` header.  Rules about when to save live
+in `tornado_session.lifecycle`.
+
+Tornado calls ``finish()`` without awaiting it (after ``get()``, ``redirect()``
+and ``send_error()``), so `SessionMixin.finish` stays synchronous: when the
+commit needs the store it marks the response as finishing, runs the commit in a
+task, and returns a future that ends when the response has been sent.  A second
+call returns the same future.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import sys
+import types
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import tornado.web
+from tornado.iostream import StreamClosedError
+
+from .cookies import CookieCodec
+from .errors import SessionNotLoadedError, SessionOptionError, StoreUnavailableError
+from .lifecycle import CookieUpdate, Decision, SessionConfig, SessionContext
+from .options import SessionOptions
+from .session import Session
+
+logger = logging.getLogger(__name__)
+
+_CONFIG_ATTRIBUTE = "_tornado_session_config"
+_EPOCH_PLUS_A_DAY = 86400.0
+
+if TYPE_CHECKING:
+    _HandlerBase = tornado.web.RequestHandler
+else:
+    _HandlerBase = object
+
+
+class SessionMixin(_HandlerBase):
+    """Gives a `~tornado.web.RequestHandler` a session: ``self.session``.
+
+    Put it before ``RequestHandler`` in the bases::
+
+        class Counter(SessionMixin, tornado.web.RequestHandler):
+            def get(self):
+                self.session["views"] = self.session.get("views", 0) + 1
+                self.write(str(self.session["views"]))
+
+    The options come from the application setting ``session``
+    (`SessionOptions`, or a dict of its fields).  A handler that overrides
+    ``prepare()`` or ``finish()`` must call the mixin's (``await
+    super().prepare()``; ``return super().finish(chunk)``).
+    """
+
+    #: Per-request override: ``None`` decides automatically, ``True`` forces a
+    #: save, ``False`` skips every session write of this request.
+    session_save: bool | None = None
+
+    _session_ctx: SessionContext | None = None
+    _session_read = False
+    _session_done = False
+    _session_unavailable = False
+    _session_finishing: asyncio.Future[None] | None = None
+
+    # -- configuration ----------------------------------------------------------
+
+    @classmethod
+    def configure_application(cls, application: tornado.web.Application) -> SessionOptions:
+        """Check the application's session settings now and return its options.
+
+        The mixin does this on the first request; call it when you build the
+        application to make a wrong option, or a missing ``cookie_secret``,
+        fail at start-up.
+        """
+        return _session_config(application).options
+
+    def _session_config(self) -> SessionConfig:
+        config: SessionConfig | None = getattr(self.application, _CONFIG_ATTRIBUTE, None)
+        if config is None:
+            config = _session_config(self.application)
+        return config
+
+    def _session_context(self) -> SessionContext:
+        context = self._session_ctx
+        if context is None:
+            config = self._session_config()
+            context = SessionContext(
+                config, self.get_cookie(config.options.key), context=self,
+                name=type(self).__name__,
+            )
+            self._session_ctx = context
+        return context
+
+    # -- loading ----------------------------------------------------------------
+
+    async def prepare(self) -> None:
+        """Load the session, unless ``lazy=True``.
+
+        Only a request that carries a session cookie is read from the store.
+        """
+        context = self._session_context()
+        if context.cookie_value and not context.config.options.lazy:
+            await context.load()
+
+    async def load_session(self) -> Session:
+        """Load the session (needed before ``self.session`` when ``lazy=True``).
+
+        Idempotent; raises `StoreUnavailableError` (answered with 503) when the
+        store stays unreachable past ``reconnect_timeout``.
+        """
+        return await self._session_context().load()
+
+    @property
+    def session(self) -> Session:
+        """The session of this request (a `Session`, used like a dict).
+
+        Assign ``None`` to destroy it, or a dict to replace its data.
+        """
+        context = self._session_ctx or self._session_context()
+        session = context.session
+        if session is None:
+            session = self._session_unloaded(context)
+        self._session_read = True
+        return session
+
+    @session.setter
+    def session(self, value: Mapping[str, Any] | None) -> None:
+        context = self._session_ctx or self._session_context()
+        if context.session is None:
+            self._session_unloaded(context)
+        if value is None:
+            context.destroy()
+        elif isinstance(value, Mapping):
+            assert context.session is not None
+            context.session.clear()
+            context.session.update(value)
+        else:
+            raise TypeError(
+                f"self.session can be set to None (destroy) or a dict, not {type(value).__name__}"
+            )
+        self._session_read = True
+
+    def _session_unloaded(self, context: SessionContext) -> Session:
+        """Give a session that needs no loading, or say what to call."""
+        if context.config.options.lazy:
+            raise SessionNotLoadedError(
+                f"{type(self).__name__} touched self.session before loading it; "
+                "with lazy=True call `await self.load_session()` first"
+            )
+        if context.cookie_value:
+            raise SessionNotLoadedError(
+                f"{type(self).__name__}.prepare() did not run SessionMixin.prepare(); "
+                "call `await super().prepare()` from your prepare()"
+            )
+        context.session = Session(max_age=context.config.options.max_age)
+        return context.session
+
+    # -- what the handler can do --------------------------------------------------
+
+    async def regenerate_session(self) -> None:
+        """Keep the session's data under a new id; destroy the old record.
+
+        Call it after login (and any change of privilege) so that an id an
+        attacker planted before the login is worth nothing after it.
+        """
+        context = self._session_context()
+        await context.load()
+        context.regenerate()
+        self._session_read = True
+
+    async def destroy_session(self) -> None:
+        """Destroy the session: its store record is deleted and its cookie expired."""
+        context = self._session_context()
+        await context.load()
+        context.destroy()
+        self._session_read = True
+
+    async def commit_session(self) -> None:
+        """Commit the session now (needed when ``auto_commit=False``)."""
+        context = self._session_ctx
+        if context is None or context.session is None:
+            return
+        decision = self._session_decide(context)
+        if decision.write_store:
+            decision = await context.write_store(decision)
+        self._session_set_cookie(context.complete(decision))
+
+    # -- finishing ------------------------------------------------------------------
+
+    def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> asyncio.Future[None]:
+        """Commit the session, then finish the response (see the module's docstring)."""
+        if self._session_finishing is not None:
+            return self._session_finishing
+        context = self._session_ctx
+        self._session_headers()
+        if (
+            context is None
+            or context.session is None
+            or self._session_done
+            or not context.config.options.auto_commit
+            or (context.committed and not context.dirty)
+        ):
+            return super().finish(chunk)
+        decision = self._session_decide(context)
+        if not decision.write_store:
+            self._session_set_cookie(context.complete(decision))
+            return super().finish(chunk)
+        # Tornado checks _finished after prepare() and after the handler method:
+        # set it now so a redirect in prepare() stops the request, and clear it
+        # just before the real finish.
+        self._finished = True
+        future = asyncio.ensure_future(self._session_commit_and_finish(context, decision, chunk))
+        self._session_finishing = future
+        return future
+
+    async def _session_commit_and_finish(
+        self, context: SessionContext, decision: Decision, chunk: Any
+    ) -> None:
+        try:
+            decision = await context.write_store(decision)
+            cookie = context.complete(decision)
+        except Exception:
+            self._finished = False
+            self._session_done = True
+            self._session_finishing = None
+            self._session_fail(sys.exc_info())
+            return
+        self._finished = False
+        self._session_set_cookie(cookie)
+        with contextlib.suppress(StreamClosedError):  # the client went away
+            await super().finish(chunk)
+
+    def _session_fail(self, exc_info: Any) -> None:
+        """Answer a failed commit: 503 for a store outage, 500 for anything else."""
+        if self.request.connection is not None and self.request.connection.stream.closed():  # type: ignore[attr-defined]
+            self.log_exception(*exc_info)
+            self._finished = True
+            return
+        self.log_exception(*exc_info)
+        self.send_error(500, exc_info=exc_info)
+
+    def _session_decide(self, context: SessionContext) -> Decision:
+        return context.decide(
+            status=self.get_status(), save=self.session_save, headers_sent=self._headers_written
+        )
+
+    def _session_headers(self) -> None:
+        """``Vary: Cookie`` for a response that read the session; ``Retry-After`` for a 503."""
+        if self._headers_written:
+            return
+        if self._session_read and "cookie" not in _vary_tokens(self):
+            self.add_header("Vary", "Cookie")
+        if self._session_unavailable and self.get_status() == 503:
+            self.set_header("Retry-After", str(self._session_config().retry_after))
+
+    def _session_set_cookie(self, cookie: CookieUpdate | None) -> None:
+        if cookie is None:
+            return
+        options = self._session_config().options
+        secure = options.secure if options.secure is not None else (
+            self.request.protocol == "https"
+        )
+        self.set_cookie(
+            options.key,
+            cookie.value,
+            domain=options.domain,
+            path=options.path,
+            expires=_EPOCH_PLUS_A_DAY if cookie.is_expiry else cookie.expires,
+            max_age=None if cookie.max_age is None else int(cookie.max_age),
+            httponly=options.httponly,
+            secure=secure,
+            samesite=options.samesite,
+        )
+
+    # -- errors ----------------------------------------------------------------------
+
+    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
+        """Answer a store outage with 503 and ``Retry-After``; else as Tornado does."""
+        exc_info = kwargs.get("exc_info")
+        if exc_info is not None and isinstance(exc_info[1], StoreUnavailableError):
+            status_code = 503
+            self._session_unavailable = True
+        super().send_error(status_code, **kwargs)
+
+    def log_exception(
+        self,
+        typ: type[BaseException] | None,
+        value: BaseException | None,
+        tb: types.TracebackType | None,
+    ) -> None:
+        """Log a store outage as one warning line; anything else as Tornado does."""
+        if isinstance(value, StoreUnavailableError):
+            logger.warning("%s answered 503: %s", type(self).__name__, value)
+            return
+        super().log_exception(typ, value, tb)
+
+
+def _vary_tokens(handler: tornado.web.RequestHandler) -> set[str]:
+    headers = handler._headers
+    return {
+        token.strip().lower()
+        for value in headers.get_list("Vary")
+        for token in value.split(",")
+    }
+
+
+def _session_config(application: tornado.web.Application) -> SessionConfig:
+    """Build (once) and cache the application's session configuration."""
+    config: SessionConfig | None = getattr(application, _CONFIG_ATTRIBUTE, None)
+    if config is not None:
+        return config
+    settings = application.settings
+    options = SessionOptions.coerce(settings.get("session"))
+    codec = CookieCodec(options.key, encode=options.encode, decode=options.decode,
+                        **_signing(settings, options))
+    config = SessionConfig(options, codec)
+    setattr(application, _CONFIG_ATTRIBUTE, config)
+    return config
+
+
+def _signing(settings: Mapping[str, Any], options: SessionOptions) -> dict[str, Any]:
+    """Tornado's signed-value functions bound to the application's secret."""
+    if not options.signed:
+        return {}
+    secret = settings.get("cookie_secret")
+    key_version = settings.get("key_version")
+    if not secret:
+        raise SessionOptionError(
+            "session option signed=True needs the application setting cookie_secret "
+            "(a long random str, or {version: secret} with key_version); "
+            "or pass signed=False"
+        )
+    if isinstance(secret, dict) and key_version not in secret:
+        raise SessionOptionError(
+            f"the application setting key_version={key_version!r} is not a key of "
+            f"cookie_secret (versions: {sorted(secret)})"
+        )
+    sign = functools.partial(
+        tornado.web.create_signed_value, secret, version=2,
+        key_version=key_version if isinstance(secret, dict) else None, clock=options.clock,
+    )
+    # The expiry travels inside the payload and is checked by the lifecycle;
+    # Tornado's own timestamp check must not cut sessions at 31 days.
+    unsign = functools.partial(
+        tornado.web.decode_signed_value, secret, max_age_days=float("inf"), min_version=2,
+        clock=options.clock,
+    )
+    return {"sign": lambda name, value: sign(name, value), "unsign": unsign}

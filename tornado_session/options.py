@@ -1,0 +1,205 @@
+"""SessionOptions: every setting of the session layer, checked at start-up.
+
+The names and defaults follow koa-session and koa-generic-session, in seconds
+rather than milliseconds.  A wrong name, type or value raises
+`SessionOptionError` naming the option, the value given and what is accepted,
+when the options are built: at start-up, not on the first request that needs
+them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+from .errors import SessionOptionError
+from .events import EventEmitter
+
+if TYPE_CHECKING:
+    from .session import Session
+    from .stores.base import Store
+
+#: When a session has no ``max_age`` of its own (a browser-session cookie) and the
+#: options give none either, the server still forgets it after this many seconds.
+DEFAULT_SERVER_MAX_AGE = 86400.0
+
+_COOKIE_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_SAMESITE = {"strict": "Strict", "lax": "Lax", "none": "None"}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SessionOptions:
+    """How sessions are kept: pass as ``Application(session=SessionOptions(...))``.
+
+    A plain dict with the same field names is accepted too.  Times are in
+    seconds.  Every field is described in the docs' options page; in short:
+
+    ``store``: where data lives (`None`: in the signed cookie itself).
+    ``key``: the cookie's name.  ``max_age``: lifetime of a session (`None`: a
+    browser-session cookie).  ``auto_commit``: commit when the response
+    finishes.  ``rolling``: reset the expiry on every request.  ``renew``:
+    reset it when less than half remains.  ``lazy``: load only on
+    ``await handler.load_session()``.  ``save_uninitialized``: give a new,
+    empty session a cookie.  ``signed``: sign the cookie with the application's
+    ``cookie_secret``.  ``httponly``/``secure``/``samesite``/``domain``/``path``:
+    cookie attributes (``secure=None`` follows the request's protocol).
+    ``prefix``: prepended to store keys.  ``genid(handler)``: makes session ids.
+    ``valid(handler, data)``: return false to refuse a loaded session.
+    ``before_save(handler, session)``: called before every save.
+    ``encode``/``decode``: custom cookie payload codec.  ``reconnect_timeout``:
+    how long a request waits for a disconnected store before a 503.
+    ``touch_after``: with ``rolling``, write an unchanged session's expiry to the
+    store at most once per this many seconds.  ``events``: the emitter of
+    ``session:missed``, ``session:invalid`` and ``session:expired``.
+    ``clock``: where the time comes from (tests pass a fake one).
+    """
+
+    store: Store | None = None
+    key: str = "tornado.sess"
+    max_age: float | None = 86400
+    auto_commit: bool = True
+    rolling: bool = False
+    renew: bool = False
+    lazy: bool = False
+    save_uninitialized: bool = False
+    signed: bool = True
+    httponly: bool = True
+    secure: bool | None = None
+    samesite: str | None = "Lax"
+    domain: str | None = None
+    path: str = "/"
+    prefix: str = ""
+    genid: Callable[[Any], str] | None = None
+    valid: Callable[[Any, dict[str, Any]], bool] | None = None
+    before_save: Callable[[Any, Session], object] | None = None
+    encode: Callable[[dict[str, Any]], str | bytes] | None = None
+    decode: Callable[[str], dict[str, Any]] | None = None
+    reconnect_timeout: float = 10.0
+    touch_after: float | None = None
+    events: EventEmitter = field(default_factory=EventEmitter)
+    clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        self._check_store()
+        if not isinstance(self.key, str) or not _COOKIE_NAME.match(self.key):
+            _fail("key", self.key, "a non-empty cookie name (letters, digits and !#$%&'*+-.^_`|~)")
+        _check_seconds("max_age", self.max_age, allow_none=True)
+        for name in ("auto_commit", "rolling", "renew", "lazy", "save_uninitialized", "signed",
+                     "httponly"):
+            if not isinstance(getattr(self, name), bool):
+                _fail(name, getattr(self, name), "True or False")
+        if self.secure is not None and not isinstance(self.secure, bool):
+            _fail("secure", self.secure, "True, False, or None to follow the request's protocol")
+        self._check_samesite()
+        if self.domain is not None and (
+            not isinstance(self.domain, str) or not self.domain or re.search(r"[\s;,]", self.domain)
+        ):
+            _fail("domain", self.domain, "None or a domain name")
+        if not isinstance(self.path, str) or not self.path.startswith("/") or re.search(
+            r"[\s;]", self.path
+        ):
+            _fail("path", self.path, "a URL path starting with '/'")
+        if not isinstance(self.prefix, str):
+            _fail("prefix", self.prefix, "a string prepended to store keys")
+        for name in ("genid", "valid", "before_save", "encode", "decode"):
+            if getattr(self, name) is not None and not callable(getattr(self, name)):
+                _fail(name, getattr(self, name), "None or a callable")
+        if (self.encode is None) != (self.decode is None):
+            given = "encode" if self.encode is not None else "decode"
+            _fail(given, getattr(self, given), "encode and decode given together")
+        _check_seconds("reconnect_timeout", self.reconnect_timeout, allow_zero=True)
+        self._check_touch_after()
+        if not isinstance(self.events, EventEmitter):
+            _fail("events", self.events, "a tornado_session.events.EventEmitter")
+        if not callable(self.clock):
+            _fail("clock", self.clock, "a callable returning the time in seconds")
+
+    @classmethod
+    def coerce(cls, value: SessionOptions | Mapping[str, Any] | None) -> SessionOptions:
+        """Return ``value`` as `SessionOptions`; a dict's names are checked too.
+
+        ``None`` (no ``session`` setting) gives the defaults: signed cookie
+        sessions.
+        """
+        if isinstance(value, SessionOptions):
+            return value
+        if value is None:
+            return cls()
+        if not isinstance(value, Mapping):
+            raise SessionOptionError(
+                f"the application setting 'session' is {value!r}; "
+                "expected SessionOptions(...) or a dict of its fields"
+            )
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(str(name) for name in value if name not in known)
+        if unknown:
+            raise SessionOptionError(
+                f"unknown session option {unknown[0]!r}; known options: {', '.join(sorted(known))}"
+            )
+        return cls(**value)
+
+    def server_max_age(self, max_age: float | None) -> float:
+        """How long the server keeps a session whose cookie has ``max_age``.
+
+        A browser-session cookie (``None``) still ends on the server: after the
+        options' ``max_age``, or a day when that is ``None`` too.
+        """
+        if max_age is not None:
+            return max_age
+        return self.max_age if self.max_age is not None else DEFAULT_SERVER_MAX_AGE
+
+    # -- checks -----------------------------------------------------------
+
+    def _check_store(self) -> None:
+        store = self.store
+        if store is None:
+            return
+        for method in ("get", "set", "destroy"):
+            if not callable(getattr(store, method, None)):
+                _fail("store", store, "None or a store (tornado_session.stores.Store)")
+
+    def _check_samesite(self) -> None:
+        samesite = self.samesite
+        if samesite is None:
+            return
+        if not isinstance(samesite, str) or samesite.lower() not in _SAMESITE:
+            _fail("samesite", samesite, "'Strict', 'Lax', 'None' or None")
+        canonical = _SAMESITE[samesite.lower()]
+        object.__setattr__(self, "samesite", canonical)
+        if canonical == "None" and self.secure is False:
+            _fail("samesite", samesite, "'Strict' or 'Lax' when secure=False "
+                  "(browsers reject SameSite=None cookies that are not Secure)")
+
+    def _check_touch_after(self) -> None:
+        touch_after = self.touch_after
+        if touch_after is None:
+            return
+        _check_seconds("touch_after", touch_after, allow_zero=True)
+        if not self.rolling:
+            _fail("touch_after", touch_after, "None unless rolling=True (it limits rolling writes)")
+        if self.max_age is not None and touch_after >= self.max_age:
+            _fail("touch_after", touch_after, f"fewer seconds than max_age ({self.max_age})")
+
+
+def _fail(name: str, value: Any, accepted: str) -> None:
+    raise SessionOptionError(f"session option {name}={value!r} is invalid; expected {accepted}")
+
+
+def _check_seconds(
+    name: str, value: Any, *, allow_none: bool = False, allow_zero: bool = False
+) -> None:
+    if value is None and allow_none:
+        return
+    ok = (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (value >= 0 if allow_zero else value > 0)
+    )
+    if not ok:
+        what = "a number of seconds " + (">= 0" if allow_zero else "> 0")
+        _fail(name, value, what + (" or None" if allow_none else ""))

@@ -1,0 +1,164 @@
+"""Session: the data of one visitor, used like a dict.
+
+Change detection compares the canonical JSON of the data at load with the data
+at commit, so ``session["cart"].append(item)`` is seen without any call: nested
+mutation is the common case and must not be lost.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, MutableMapping
+from typing import Any
+
+from . import serializers
+from .errors import SessionOptionError
+
+_EMPTY = b"{}"
+
+
+class Session(MutableMapping[str, Any]):
+    """The session of the current request: a mutable mapping of JSON values.
+
+    Keys are strings; values are anything orjson serialises (dicts, lists,
+    str, int, float, bool, None, ...).  Besides the mapping it has:
+
+    ``is_new``: no session was loaded for this request (no cookie, or one that
+    was refused).  ``id``: the session id, ``None`` for cookie sessions and
+    before the first save.  ``max_age``: this session's lifetime in seconds,
+    settable ("remember me"); ``None`` means a browser-session cookie.
+    ``save()``: save this request even if nothing changed.  ``changed``: whether
+    the data differs from what was loaded.
+    """
+
+    __slots__ = ("_data", "_force", "_id", "_is_new", "_loaded", "_max_age")
+
+    def __init__(
+        self,
+        data: Mapping[str, Any] | None = None,
+        *,
+        id: str | None = None,
+        is_new: bool = True,
+        max_age: float | None = None,
+        loaded: bytes | None = None,
+    ) -> None:
+        self._data: dict[str, Any] = dict(data) if data else {}
+        self._id = id
+        self._is_new = is_new
+        self._max_age = max_age
+        self._force = False
+        if loaded is None:
+            loaded = serializers.dumps(self._data) if self._data else _EMPTY
+        self._loaded = loaded
+
+    # -- the mapping --------------------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._data[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Return the value for ``key``, or ``default``."""
+        return self._data.get(key, default)
+
+    def clear(self) -> None:
+        """Remove every key (the session itself lives on; see destroy)."""
+        self._data.clear()
+
+    def __repr__(self) -> str:
+        # Never the id: session ids must not reach logs.
+        state = "new" if self._is_new else "loaded"
+        return f"<Session {state}, {len(self._data)} keys>"
+
+    # -- session state ------------------------------------------------------
+
+    @property
+    def is_new(self) -> bool:
+        """Whether this session was created for this request."""
+        return self._is_new
+
+    @property
+    def id(self) -> str | None:
+        """The session id (store sessions), ``None`` for cookie sessions and before saving."""
+        return self._id
+
+    @property
+    def max_age(self) -> float | None:
+        """The session's lifetime in seconds; ``None`` for a browser-session cookie.
+
+        Setting it saves the session with the new lifetime this request.
+        """
+        return self._max_age
+
+    @max_age.setter
+    def max_age(self, value: float | None) -> None:
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            raise SessionOptionError(
+                f"session.max_age={value!r} is invalid; expected a number of seconds > 0 or None"
+            )
+        if value != self._max_age:
+            self._max_age = value
+            self._force = True
+
+    def save(self) -> None:
+        """Save this session when the request ends, even if nothing changed."""
+        self._force = True
+
+    @property
+    def forced(self) -> bool:
+        """Whether `save` was called or ``max_age`` changed during this request."""
+        return self._force
+
+    @property
+    def changed(self) -> bool:
+        """Whether the data differs from what was loaded (nested changes included).
+
+        Raises `SessionSerializationError` naming the key of a value that
+        cannot be serialised.
+        """
+        if not self._data:
+            return self._loaded != _EMPTY
+        return serializers.dumps(self._data) != self._loaded
+
+    def loaded_data(self) -> dict[str, Any]:
+        """A copy of the data as it was loaded (or last saved) by this request."""
+        data: dict[str, Any] = serializers.loads(self._loaded)
+        return data
+
+    def data(self) -> dict[str, Any]:
+        """The live dict behind the mapping (for the lifecycle and stores; copy to keep)."""
+        return self._data
+
+    def _mark_saved(self, session_id: str | None, snapshot: bytes) -> None:
+        """Record a successful save: the saved data is the new baseline."""
+        self._id = session_id
+        self._loaded = snapshot
+        self._force = False
+
+    def _assign_id(self, session_id: str) -> None:
+        """Give a new session its id, just before its first store write."""
+        self._id = session_id
+
+    def _renew_identity(self) -> None:
+        """Forget the id, so the next save creates a new one (regeneration)."""
+        self._id = None
+        self._force = True
