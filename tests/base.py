@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import email.utils
 import http.cookies
+import time
 from typing import Any
 
 import tornado.web
@@ -99,14 +101,29 @@ class SessionTestCase(AsyncHTTPTestCase):
         kwargs.setdefault("follow_redirects", False)
         response = super().fetch(path, headers=headers, **kwargs)
         for name, morsel in set_cookies(response).items():
-            if morsel["max-age"] == "0":
+            if cookie_expired(morsel):
                 self.jar.pop(name, None)
             else:
                 self.jar[name] = morsel.coded_value
         return response
 
+    def assert_cookie_expired(self, response: HTTPResponse) -> None:
+        morsel = self.session_cookie(response)
+        assert morsel is not None, "no session Set-Cookie in the response"
+        assert cookie_expired(morsel), f"the session cookie is not expired: {morsel.OutputString()}"
+
     def session_cookie(self, response: HTTPResponse) -> http.cookies.Morsel[str] | None:
         return set_cookies(response).get(COOKIE)
+
+
+def cookie_expired(morsel: http.cookies.Morsel[str]) -> bool:
+    """Whether a Set-Cookie deletes the cookie (Max-Age=0 or an Expires in the past)."""
+    if morsel["max-age"] == "0":
+        return True
+    if morsel["expires"]:
+        expires = email.utils.parsedate_to_datetime(morsel["expires"])
+        return expires.timestamp() < time.time()
+    return False
 
 
 def set_cookies(response: HTTPResponse) -> dict[str, http.cookies.Morsel[str]]:
