@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import tornado.web
-from tornado.httpclient import HTTPResponse
+from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 from tornado.testing import AsyncHTTPTestCase
 
 from tornado_session import SessionMixin, SessionOptions
@@ -100,12 +100,28 @@ class SessionTestCase(AsyncHTTPTestCase):
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.jar.items())
         kwargs.setdefault("follow_redirects", False)
         response = super().fetch(path, headers=headers, **kwargs)
+        self.remember_cookies(response)
+        return response
+
+    async def fetch_async(self, path: str, *, cookies: bool = True, **kwargs: Any) -> HTTPResponse:
+        """`fetch` for tests running inside the loop (``gen_test``); never raises for a status."""
+        headers = dict(kwargs.pop("headers", None) or {})
+        if cookies and self.jar and "Cookie" not in headers:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.jar.items())
+        kwargs.setdefault("follow_redirects", False)
+        response = await AsyncHTTPClient().fetch(
+            self.get_url(path), headers=headers, raise_error=False, **kwargs
+        )
+        self.remember_cookies(response)
+        return response
+
+    def remember_cookies(self, response: HTTPResponse) -> None:
+        """Keep the cookies a response sets, as a browser would."""
         for name, morsel in set_cookies(response).items():
             if cookie_expired(morsel):
                 self.jar.pop(name, None)
             else:
                 self.jar[name] = morsel.coded_value
-        return response
 
     def assert_cookie_expired(self, response: HTTPResponse) -> None:
         morsel = self.session_cookie(response)

@@ -9,7 +9,7 @@ from typing import Any
 import tornado.web
 from tornado.testing import ExpectLog
 
-from tests.base import COOKIE, CountingStore, ReadHandler, SessionTestCase
+from tests.base import COOKIE, CountingStore, SessionTestCase
 from tornado_session import SessionMixin
 
 
@@ -133,7 +133,8 @@ class BrowserSession(SessionMixin, tornado.web.RequestHandler):
 
 class CommitHandlers(SessionTestCase):
     def get_handlers(self) -> list[Any]:
-        return super().get_handlers() + [
+        return [
+            *super().get_handlers(),
             (r"/login-redirect", LoginRedirect),
             (r"/read-user", ReadUser),
             (r"/explicit", ExplicitFinish),
