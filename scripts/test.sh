@@ -10,7 +10,7 @@ setup_redis_server
 setup_mongo_wire_server
 
 echo "== ruff"
-.venv/bin/ruff check tornado_session tests examples benchmarks
+.venv/bin/ruff check .
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"

@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING, Any
 from .base import Store
 from .memory import MemoryStore
 
-if TYPE_CHECKING:
-    from .mongo import MongoStore
-    from .redis import RedisStore
+if TYPE_CHECKING:  # the optional stores, as their modules land
+    pass
 
 __all__ = ["MemoryStore", "MongoStore", "RedisStore", "Store"]
 
