@@ -26,6 +26,7 @@ import enum
 import logging
 import math
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,15 +194,16 @@ class SessionContext:
     warnings.
     """
 
-    __slots__ = ("_snapshot", "committed", "config", "context", "cookie_value", "name",
+    __slots__ = ("_snapshot", "committed", "config", "context", "cookie_values", "name",
                  "session", "state")
 
     def __init__(
-        self, config: SessionConfig, cookie_value: str | None, *, context: Any = None,
+        self, config: SessionConfig, cookie_values: Sequence[str] = (), *, context: Any = None,
         name: str = "handler",
     ) -> None:
         self.config = config
-        self.cookie_value = cookie_value
+        #: The values of every session cookie the request carried, in header order.
+        self.cookie_values = tuple(value for value in cookie_values if value)
         self.context = context
         self.name = name
         self.session: Session | None = None
@@ -226,11 +228,10 @@ class SessionContext:
 
     async def _load(self) -> Session:
         options = self.config.options
-        if not self.cookie_value:
+        if not self.cookie_values:
             return Session(max_age=options.max_age)
         self.state.cookie_sent = True
-        payload = self.config.codec.loads(self.cookie_value)
-        fields = _payload_fields(payload, store=options.store is not None)
+        fields = self._first_valid_payload()
         if fields is None:
             return self._refuse("invalid", "bad cookie")
         expires, max_age, body = fields
@@ -256,6 +257,19 @@ class SessionContext:
         self.state.expires = expires
         self.state.written_at = expires - options.server_max_age(max_age)
         return Session(data, id=session_id, is_new=False, max_age=max_age)
+
+    def _first_valid_payload(self) -> tuple[float, float | None, dict[str, Any] | str] | None:
+        """The fields of the first cookie value that is ours and untampered.
+
+        A browser can hold two cookies of one name (another path or domain) and
+        sends the most specific first; the first that verifies is the session.
+        """
+        store = self.config.options.store is not None
+        for value in self.cookie_values:
+            fields = _payload_fields(self.config.codec.loads(value), store=store)
+            if fields is not None:
+                return fields
+        return None
 
     def _refuse(self, event: str, reason: str) -> Session:
         """A fresh session for a refused cookie, and the event that says why."""

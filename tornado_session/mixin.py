@@ -92,11 +92,28 @@ class SessionMixin(_HandlerBase):
         if context is None:
             config = self._session_config()
             context = SessionContext(
-                config, self.get_cookie(config.options.key), context=self,
+                config, self._session_cookie_values(config.options.key), context=self,
                 name=type(self).__name__,
             )
             self._session_ctx = context
         return context
+
+    def _session_cookie_values(self, name: str) -> tuple[str, ...]:
+        """Every value of the session cookie, in the order the browser sent them.
+
+        Tornado's ``get_cookie`` keeps only the last of two cookies with one
+        name; the header is parsed here only in that rare case.
+        """
+        header = self.request.headers.get("Cookie", "")
+        if header.count(name + "=") < 2:
+            value = self.get_cookie(name)
+            return (value,) if value else ()
+        values = []
+        for chunk in header.split(";"):
+            cookie_name, sep, value = chunk.partition("=")
+            if sep and cookie_name.strip() == name:
+                values.append(value.strip().strip('"'))
+        return tuple(values)
 
     # -- loading ----------------------------------------------------------------
 
@@ -106,7 +123,7 @@ class SessionMixin(_HandlerBase):
         Only a request that carries a session cookie is read from the store.
         """
         context = self._session_context()
-        if context.cookie_value and not context.config.options.lazy:
+        if context.cookie_values and not context.config.options.lazy:
             await context.load()
 
     async def load_session(self) -> Session:
@@ -154,7 +171,7 @@ class SessionMixin(_HandlerBase):
                 f"{type(self).__name__} touched self.session before loading it; "
                 "with lazy=True call `await self.load_session()` first"
             )
-        if context.cookie_value:
+        if context.cookie_values:
             raise SessionNotLoadedError(
                 f"{type(self).__name__}.prepare() did not run SessionMixin.prepare(); "
                 "call `await super().prepare()` from your prepare()"
