@@ -17,11 +17,17 @@ apt_install() {
 }
 
 setup_python_venv() {
-    # .venv: the project (editable) and the pinned test dependencies.
-    if [ ! -x .venv/bin/python ]; then
-        "$PYTHON_FOR_VENV" -m venv .venv
+    # setup_python_venv [X.Y]: the project (editable) and the pinned test dependencies,
+    # in .venv (the default Python) or in .venv-X.Y (that pyenv Python: the supported others).
+    local dir=.venv python="$PYTHON_FOR_VENV"
+    if [ $# -gt 0 ]; then
+        dir=".venv-$1"
+        python="$(pyenv prefix "$(pyenv versions --bare | grep -E "^$1\.[0-9]+$" | tail -n 1)")/bin/python$1"
     fi
-    .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt -e . 2>&1 \
+    if [ ! -x "$dir/bin/python" ]; then
+        "$python" -m venv "$dir"
+    fi
+    "$dir/bin/python" -m pip install -q --disable-pip-version-check -r requirements.txt -e . 2>&1 \
         | grep -v "is ignored: it is neither a file nor a directory" || true
 }
 

@@ -13,5 +13,11 @@ echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy"
 .venv/bin/mypy
-echo "== pytest"
+echo "== pytest (Python $(.venv/bin/python -c 'import platform; print(platform.python_version())'))"
 .venv/bin/python -m pytest "$@"
+# The other supported Pythons run the same suite; EXTRA_PYTHONS="" skips them.
+for version in ${EXTRA_PYTHONS-3.12 3.13}; do
+    setup_python_venv "$version"
+    echo "== pytest (Python $version)"
+    ".venv-$version/bin/python" -m pytest "$@"
+done
