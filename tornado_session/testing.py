@@ -23,6 +23,7 @@ from typing import Any
 
 from tornado.testing import AsyncTestCase, gen_test
 
+from .errors import SessionSerializationError
 from .stores.base import Store
 
 __all__ = ["FakeClock", "StoreContract"]
@@ -239,6 +240,178 @@ class StoreContract(AsyncTestCase):
         await self.store.clear()
         self.assertEqual(await self.store.count(), 0)
         self.assertIsNone(await self.store.get("a1", 60))
+
+    @gen_test
+    async def test_count_and_clear_walk_many_sessions(self) -> None:
+        for i in range(300):
+            await self.store.set(f"many{i}", {"n": i}, 60)
+        self.assertEqual(await self.store.count(), 300)
+        self.assertEqual(await self.store.destroy_all(), 300)
+        self.assertEqual(await self.store.count(), 0)
+
+    @gen_test
+    async def test_destroy_all_needs_every_value_to_match(self) -> None:
+        await self.store.set("a1", {"user_id": 42, "role": "admin"}, 60)
+        await self.store.set("a2", {"user_id": 42, "role": "user"}, 60)
+        await self.store.set("a3", {"user_id": "42", "role": "admin"}, 60)
+        self.assertEqual(await self.store.destroy_all(user_id=42, role="admin"), 1)
+        self.assertIsNone(await self.store.get("a1", 60))
+        self.assertEqual(await self.store.get("a2", 60), {"user_id": 42, "role": "user"})
+        self.assertEqual(await self.store.get("a3", 60), {"user_id": "42", "role": "admin"})
+
+    @gen_test
+    async def test_destroy_all_compares_whole_values(self) -> None:
+        await self.store.set("a1", {"user": {"id": 1, "name": "a"}}, 60)
+        await self.store.set("a2", {"user": {"id": 1}}, 60)
+        self.assertEqual(await self.store.destroy_all(user={"id": 1}), 1)
+        self.assertIsNone(await self.store.get("a2", 60))
+        self.assertEqual(await self.store.get("a1", 60), {"user": {"id": 1, "name": "a"}})
+
+    @gen_test
+    async def test_destroy_all_without_a_match_destroys_nothing(self) -> None:
+        await self.store.set("a1", {"user_id": 1}, 60)
+        self.assertEqual(await self.store.destroy_all(user_id=2), 0)
+        self.assertEqual(await self.store.destroy_all(missing=None), 0)
+        self.assertEqual(await self.store.count(), 1)
+
+    @gen_test
+    async def test_keys_with_pattern_characters_are_counted_and_cleared(self) -> None:
+        keys = ["a*", "b?", "[c]", "d\\e", "f:g", "h%_"]
+        for key in keys:
+            await self.store.set(key, {"key": key}, 60)
+        self.assertEqual(await self.store.count(), len(keys))
+        self.assertEqual(await self.store.destroy_all(key="a*"), 1)
+        self.assertEqual(await self.store.get("b?", 60), {"key": "b?"})
+        await self.store.clear()
+        self.assertEqual(await self.store.count(), 0)
+
+    # -- data that must survive the round trip ---------------------------------
+
+    @gen_test
+    async def test_empty_session_is_a_record(self) -> None:
+        self.assertTrue(await self.store.set("k1", {}, 60))
+        self.assertEqual(await self.store.get("k1", 60), {})
+        self.assertEqual(await self.store.count(), 1)
+        self.assertTrue(await self.store.touch("k1", 60))
+
+    @gen_test
+    async def test_update_to_an_empty_session_keeps_the_record(self) -> None:
+        await self.store.set("k1", {"a": 1}, 60)
+        self.assertTrue(await self.store.set("k1", {}, 60, previous={"a": 1}))
+        self.assertEqual(await self.store.get("k1", 60), {})
+
+    @gen_test
+    async def test_write_without_previous_replaces_the_whole_record(self) -> None:
+        await self.store.set("k1", {"a": 1, "b": 2}, 60)
+        self.assertTrue(await self.store.set("k1", {"c": 3}, 60))
+        self.assertEqual(await self.store.get("k1", 60), {"c": 3})
+
+    @gen_test
+    async def test_destroyed_key_can_be_written_again_as_new(self) -> None:
+        await self.store.set("k1", {"n": 1}, 60)
+        await self.store.destroy("k1")
+        self.assertTrue(await self.store.set("k1", {"n": 2}, 60, previous=None))
+        self.assertEqual(await self.store.get("k1", 60), {"n": 2})
+
+    @gen_test
+    async def test_update_with_nothing_changed_keeps_the_data(self) -> None:
+        await self.store.set("k1", {"n": 1}, 60)
+        self.assertTrue(await self.store.set("k1", {"n": 1}, 60, previous={"n": 1}))
+        self.assertEqual(await self.store.get("k1", 60), {"n": 1})
+
+    @gen_test
+    async def test_value_that_changes_type_is_replaced(self) -> None:
+        await self.store.set("k1", {"a": 1, "b": [1]}, 60)
+        await self.store.set("k1", {"a": {"x": [1]}, "b": None}, 60, previous={"a": 1, "b": [1]})
+        self.assertEqual(await self.store.get("k1", 60), {"a": {"x": [1]}, "b": None})
+
+    @gen_test
+    async def test_unicode_keys_and_values_round_trip(self) -> None:
+        data = {
+            "ключ": "значение", "键": ["值", "🎉"], "emoji 🎉": {"ü": "ß"}, "\u0000nul": "\u0000",
+        }
+        await self.store.set("k1", data, 60)
+        self.assertEqual(await self.store.get("k1", 60), data)
+        update = {**data, "ключ": "новое"}
+        await self.store.set("k1", update, 60, previous=data)
+        self.assertEqual(await self.store.get("k1", 60), update)
+
+    @gen_test
+    async def test_json_types_keep_their_values(self) -> None:
+        data: dict[str, Any] = {
+            "int": 2**53 + 1, "neg": -(2**62), "float": 0.1, "tiny": 1e-300, "zero": 0.0,
+            "true": True, "false": False, "null": None, "str": "", "list": [],
+            "dict": {}, "nested": [[{"a": [1.5, "x", None]}]],
+        }
+        await self.store.set("k1", data, 60)
+        loaded = await self.store.get("k1", 60)
+        self.assertEqual(loaded, data)
+        assert loaded is not None
+        self.assertIs(type(loaded["int"]), int)
+        self.assertIs(type(loaded["zero"]), float)
+        self.assertIs(loaded["true"], True)
+
+    @gen_test(timeout=30)
+    async def test_big_values_round_trip(self) -> None:
+        data = {"text": "é" * 500_000, "list": list(range(20_000)), "small": 1}
+        await self.store.set("k1", data, 60)
+        self.assertEqual(await self.store.get("k1", 60), data)
+        update = {**data, "small": 2}
+        self.assertTrue(await self.store.set("k1", update, 60, previous=data))
+        self.assertEqual(await self.store.get("k1", 60), update)
+
+    @gen_test(timeout=30)
+    async def test_session_with_thousands_of_keys_round_trips_and_updates(self) -> None:
+        data = {f"key{i}": i for i in range(5000)}
+        await self.store.set("k1", data, 60)
+        self.assertEqual(await self.store.get("k1", 60), data)
+        update = {f"key{i}": -i for i in range(0, 5000, 2)}  # half changed, half removed
+        self.assertTrue(await self.store.set("k1", update, 60, previous=data))
+        self.assertEqual(await self.store.get("k1", 60), update)
+
+    @gen_test
+    async def test_value_that_is_not_json_names_its_key_and_writes_nothing(self) -> None:
+        await self.store.set("k1", {"n": 1}, 60)
+        with self.assertRaises(SessionSerializationError) as caught:
+            await self.store.set("k1", {"n": 1, "bad": object()}, 60)
+        self.assertEqual(caught.exception.key, "bad")
+        with self.assertRaises(SessionSerializationError) as caught:
+            await self.store.set("k1", {"n": 1, "bad": {1, 2}}, 60, previous={"n": 1})
+        self.assertEqual(caught.exception.key, "bad")
+        with self.assertRaises(SessionSerializationError):
+            await self.store.set("k2", {"n": 1, "bad": object()}, 60)
+        self.assertEqual(await self.store.get("k1", 60), {"n": 1})
+        self.assertIsNone(await self.store.get("k2", 60))
+
+    # -- expiry of each record -------------------------------------------------
+
+    @gen_test(timeout=10)
+    async def test_each_record_keeps_its_own_max_age(self) -> None:
+        short = self.short_max_age
+        await self.store.set("short", {"n": 1}, short)
+        await self.store.set("long", {"n": 2}, short * 20)
+        await self.advance(short * 2.5)
+        self.assertIsNone(await self.store.get("short", short))
+        self.assertEqual(await self.store.get("long", short), {"n": 2})
+        self.assertEqual(await self.store.count(), 1)
+
+    @gen_test(timeout=10)
+    async def test_update_of_an_expired_session_is_not_written(self) -> None:
+        short = self.short_max_age
+        await self.store.set("k1", {"n": 1}, short)
+        await self.advance(short * 2.5)
+        self.assertFalse(await self.store.set("k1", {"n": 2}, 60, previous={"n": 1}))
+        self.assertFalse(await self.store.set("k1", {"n": 1}, 60, changed=False, previous={"n": 1}))
+        self.assertFalse(await self.store.touch("k1", 60))
+        self.assertIsNone(await self.store.get("k1", 60))
+        self.assertEqual(await self.store.destroy_all(n=1), 0)
+
+    @gen_test
+    async def test_unchanged_write_of_a_missing_record_creates_nothing(self) -> None:
+        written = await self.store.set("k1", {"n": 1}, 60, changed=False, previous={"n": 1})
+        self.assertFalse(written)
+        self.assertIsNone(await self.store.get("k1", 60))
+        self.assertEqual(await self.store.count(), 0)
 
     # -- events --------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from .base import Store
 from .memory import MemoryStore
 
 if TYPE_CHECKING:  # the optional stores, as their modules land
-    pass
+    from .redis import RedisStore
 
 __all__ = ["MemoryStore", "MongoStore", "RedisStore", "Store"]
 

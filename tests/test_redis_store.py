@@ -1,0 +1,393 @@
+"""RedisStore against a real redis-server: the store contract, the exact commands, TTLs."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from unittest import mock
+
+import redis
+import redis.asyncio
+from tornado.testing import AsyncTestCase, ExpectLog, gen_test
+
+from tests.redis_server import RedisServerCase
+from tornado_session.errors import SessionError, SessionOptionError, StoreUnavailableError
+from tornado_session.stores import RedisStore
+from tornado_session.testing import StoreContract
+
+NS = "tornado_session:"
+
+
+class TestRedisStoreContract(RedisServerCase, StoreContract):
+    follows_clock = False  # Redis expires keys on its own clock
+
+    def make_store(self) -> RedisStore:
+        return RedisStore.from_url(self.redis_server.url, clock=self.clock)
+
+
+class TestRedisStoreContractWithOwnClient(RedisServerCase, StoreContract):
+    """The same contract through a client the application made, in another namespace."""
+
+    follows_clock = False
+
+    def make_store(self) -> RedisStore:
+        self.client = redis.asyncio.Redis(port=self.redis_server.port)
+        return RedisStore(self.client, namespace="app:{sessions}:", clock=self.clock)
+
+    async def _close_store(self) -> None:
+        await super()._close_store()
+        await self.client.aclose()
+
+
+class Monitor:
+    """The commands the server received, read with MONITOR in a thread."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.commands: list[dict[str, Any]] = []
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with self.server.admin() as client, client.monitor() as monitor:
+            self._ready.set()
+            for command in monitor.listen():
+                if command["command"] == "ECHO end-of-monitor":
+                    return
+                self.commands.append(command)
+
+    def start(self) -> None:
+        self._thread.start()
+        assert self._ready.wait(5)
+        time.sleep(0.05)  # MONITOR is in place once its reply is read
+
+    def stop(self) -> None:
+        with self.server.admin() as client:
+            client.echo("end-of-monitor")
+        self._thread.join(5)
+
+    def sent(self) -> list[str]:
+        """Commands sent by clients (not by Lua scripts), without the HELLO handshake."""
+        return [
+            c["command"] for c in self.commands
+            if c["client_type"] != "lua" and not c["command"].startswith("HELLO")
+        ]
+
+    def scripted(self) -> list[str]:
+        """Commands run inside Lua scripts."""
+        return [c["command"] for c in self.commands if c["client_type"] == "lua"]
+
+
+class RedisCase(RedisServerCase, AsyncTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.store = RedisStore.from_url(self.redis_server.url)
+
+    def tearDown(self) -> None:
+        self.io_loop.run_sync(self.store.close)
+        super().tearDown()
+
+    @contextmanager
+    def monitor(self) -> Iterator[Monitor]:
+        monitor = Monitor(self.redis_server)
+        monitor.start()
+        try:
+            yield monitor
+        finally:
+            monitor.stop()
+
+    def pttl(self, key: str) -> int:
+        with self.redis_server.admin() as admin:
+            ttl: int = admin.pttl(NS + key)
+            return ttl
+
+
+class TestCommandsSent(RedisCase):
+    """One round trip per operation, and the exact commands."""
+
+    @gen_test
+    async def test_each_operation_is_one_command(self) -> None:
+        await self.store.set("warm", {}, 60)  # loads the script once
+        with self.monitor() as monitor:
+            await self.store.get("k", 60)
+        self.assertEqual(monitor.sent(), [f"HGETALL {NS}k"])
+
+        with self.monitor() as monitor:
+            await self.store.set("k", {"a": 1}, 60)
+        (sent,) = monitor.sent()
+        self.assertRegex(sent, rf"^EVALSHA [0-9a-f]{{40}} 1 {NS}k 60000 new 2 \\xff 1 a 1$")
+        self.assertEqual(
+            monitor.scripted(),
+            [f"DEL {NS}k", f"HSET {NS}k \\xff 1 a 1", f"PEXPIRE {NS}k 60000"],
+        )
+
+        with self.monitor() as monitor:
+            await self.store.touch("k", 120)
+            await self.store.set("k", {"a": 1}, 90, changed=False, previous={"a": 1})
+            await self.store.destroy("k")
+        self.assertEqual(
+            monitor.sent(), [f"PEXPIRE {NS}k 120000", f"PEXPIRE {NS}k 90000", f"DEL {NS}k"]
+        )
+
+    @gen_test
+    async def test_update_writes_only_the_changed_keys_atomically(self) -> None:
+        before = {"same": [1, 2], "changed": 1, "removed": "x"}
+        await self.store.set("k", before, 60)
+        with self.monitor() as monitor:
+            written = await self.store.set(
+                "k", {"same": [1, 2], "changed": 2, "added": True}, 60, previous=before
+            )
+        self.assertTrue(written)
+        self.assertEqual(len(monitor.sent()), 1)
+        self.assertIn(" update ", monitor.sent()[0])
+        self.assertEqual(
+            monitor.scripted(),
+            [f"EXISTS {NS}k", f"HSET {NS}k changed 2 added true", f"HDEL {NS}k removed",
+             f"PEXPIRE {NS}k 60000"],
+        )
+
+    @gen_test
+    async def test_update_of_a_destroyed_session_writes_nothing(self) -> None:
+        await self.store.set("k", {"n": 1}, 60)
+        await self.store.destroy("k")
+        with self.monitor() as monitor:
+            self.assertFalse(await self.store.set("k", {"n": 2}, 60, previous={"n": 1}))
+        self.assertEqual(monitor.scripted(), [f"EXISTS {NS}k"])
+        with self.redis_server.admin() as admin:
+            self.assertEqual(admin.exists(NS + "k"), 0)
+
+    @gen_test
+    async def test_update_with_nothing_changed_only_renews_the_ttl(self) -> None:
+        await self.store.set("k", {"n": 1}, 60)
+        with self.monitor() as monitor:
+            self.assertTrue(await self.store.set("k", {"n": 1}, 30, previous={"n": 1}))
+        self.assertEqual(monitor.sent(), [f"PEXPIRE {NS}k 30000"])
+
+    @gen_test
+    async def test_script_forgotten_by_the_server_is_loaded_again(self) -> None:
+        await self.store.set("k", {"n": 1}, 60)
+        with self.redis_server.admin() as admin:
+            admin.script_flush()
+        with self.monitor() as monitor:
+            self.assertTrue(await self.store.set("k", {"n": 2}, 60, previous={"n": 1}))
+        self.assertEqual(
+            [command.split(" ")[0] for command in monitor.sent()],
+            ["EVALSHA", "SCRIPT", "EVALSHA"],
+        )
+        self.assertEqual(await self.store.get("k", 60), {"n": 2})
+
+    @gen_test
+    async def test_bulk_operations_scan_the_namespace_and_never_use_keys(self) -> None:
+        for i in range(1200):  # several SCAN pages
+            await self.store.set(f"s{i}", {"user_id": i % 3}, 60)
+        with self.monitor() as monitor:
+            self.assertEqual(await self.store.count(), 1200)
+            self.assertEqual(await self.store.destroy_all(user_id=1), 400)
+            await self.store.clear()
+        names = {command.split(" ")[0] for command in monitor.sent()}
+        self.assertEqual(names, {"SCAN", "HMGET", "UNLINK"})
+        scans = [c for c in monitor.sent() if c.startswith("SCAN")]
+        self.assertGreater(len(scans), 3)
+        self.assertTrue(all(f"MATCH {NS}* COUNT 500 TYPE hash" in c for c in scans))
+        self.assertEqual(await self.store.count(), 0)
+
+    @gen_test
+    async def test_keys_command_is_disabled_on_the_test_server(self) -> None:
+        # The fixture renames KEYS away, so a store that used it could not pass.
+        with self.redis_server.admin() as admin, self.assertRaises(redis.ResponseError):
+            admin.execute_command("KEYS", "*")
+
+
+class TestExpiryByServerTtl(RedisCase):
+    @gen_test
+    async def test_set_gives_the_key_its_max_age_as_ttl(self) -> None:
+        await self.store.set("k", {"n": 1}, 60)
+        self.assertTrue(59_000 < self.pttl("k") <= 60_000)
+        await self.store.set("k", {"n": 2}, 300, previous={"n": 1})
+        self.assertTrue(299_000 < self.pttl("k") <= 300_000)
+
+    @gen_test
+    async def test_touch_and_unchanged_write_reset_the_ttl(self) -> None:
+        await self.store.set("k", {"n": 1}, 10)
+        self.assertTrue(await self.store.touch("k", 600))
+        self.assertTrue(599_000 < self.pttl("k") <= 600_000)
+        await self.store.set("k", {"n": 1}, 20, changed=False, previous={"n": 1})
+        self.assertTrue(19_000 < self.pttl("k") <= 20_000)
+
+    @gen_test
+    async def test_fractional_max_age_rounds_up_to_a_millisecond(self) -> None:
+        with self.monitor() as monitor:
+            await self.store.set("k", {"n": 1}, 1.0001)
+            await self.store.touch("k", 0.0001)
+        self.assertIn(f"PEXPIRE {NS}k 1001", monitor.scripted())
+        self.assertIn(f"PEXPIRE {NS}k 1", monitor.sent())
+        await self.store.set("tiny", {"n": 1}, 0.0000001)
+        await asyncio.sleep(0.01)
+        self.assertIsNone(await self.store.get("tiny", 60))
+
+    @gen_test(timeout=10)
+    async def test_the_server_expires_the_key_without_any_read(self) -> None:
+        await self.store.set("k", {"n": 1}, 0.2)
+        await asyncio.sleep(0.5)
+        with self.redis_server.admin() as admin:
+            self.assertEqual(admin.exists(NS + "k"), 0)
+            self.assertEqual(admin.dbsize(), 0)
+
+
+class TestNamespace(RedisCase):
+    @gen_test
+    async def test_bulk_operations_leave_other_keys_alone(self) -> None:
+        other = RedisStore.from_url(self.redis_server.url, namespace="other:")
+        try:
+            with self.redis_server.admin() as admin:
+                admin.set("tornado_session", "not under the namespace")
+                admin.set(NS + "a-string", "not a session hash")
+                admin.hset("plain-hash", "f", "v")
+            await self.store.set("mine", {"user_id": 1}, 60)
+            await other.set("theirs", {"user_id": 1}, 60)
+            self.assertEqual(await self.store.count(), 1)
+            self.assertEqual(await self.store.destroy_all(user_id=1), 1)
+            await self.store.set("mine", {"user_id": 1}, 60)
+            await self.store.clear()
+            self.assertEqual(await other.get("theirs", 60), {"user_id": 1})
+            with self.redis_server.admin() as admin:
+                self.assertEqual(
+                    sorted(admin.scan_iter()),
+                    [b"other:theirs", b"plain-hash", b"tornado_session", NS.encode() + b"a-string"],
+                )
+        finally:
+            await other.close()
+
+    @gen_test
+    async def test_namespace_with_pattern_characters_matches_only_itself(self) -> None:
+        star = RedisStore.from_url(self.redis_server.url, namespace="s*[1]:")
+        try:
+            with self.redis_server.admin() as admin:
+                admin.hset("sX1:lookalike", "f", "v")
+            await star.set("k", {"n": 1}, 60)
+            self.assertEqual(await star.count(), 1)
+            await star.clear()
+            with self.redis_server.admin() as admin:
+                self.assertEqual(admin.exists("sX1:lookalike"), 1)
+                self.assertEqual(admin.exists("s*[1]:k"), 0)
+        finally:
+            await star.close()
+
+    @gen_test
+    async def test_record_that_does_not_decode_reads_as_missing_with_a_warning(self) -> None:
+        with self.redis_server.admin() as admin:
+            admin.hset(NS + "bad", mapping={"\xff": "1", "n": "not json"})
+            admin.hset(NS + "bad-name", mapping={b"\xfe": b"1"})
+        with ExpectLog("tornado_session.stores.redis", ".*does not decode"):
+            self.assertIsNone(await self.store.get("bad", 60))
+        with ExpectLog("tornado_session.stores.redis", ".*does not decode"):
+            self.assertIsNone(await self.store.get("bad-name", 60))
+
+    @gen_test
+    async def test_a_key_of_another_type_raises_our_error(self) -> None:
+        with self.redis_server.admin() as admin:
+            admin.set(NS + "str", "x")
+        with self.assertRaisesRegex(SessionError, "WRONGTYPE") as caught:
+            await self.store.get("str", 60)
+        self.assertNotIsInstance(caught.exception, redis.RedisError)
+
+
+class TestConstruction(RedisServerCase, AsyncTestCase):
+    def test_blocking_client_is_refused_naming_the_option(self) -> None:
+        with self.assertRaisesRegex(SessionOptionError, r"client=Redis.*redis\.asyncio"):
+            RedisStore(redis.Redis())  # type: ignore[arg-type]
+        with self.assertRaisesRegex(SessionOptionError, "client=str"):
+            RedisStore("redis://localhost")  # type: ignore[arg-type]
+
+    def test_client_decoding_responses_is_refused(self) -> None:
+        with self.assertRaisesRegex(SessionOptionError, "decode_responses"):
+            RedisStore(redis.asyncio.Redis(decode_responses=True))
+        with self.assertRaisesRegex(SessionOptionError, "decode_responses"):
+            RedisStore.from_url(self.redis_server.url, decode_responses=True)
+
+    def test_bad_namespace_names_the_option(self) -> None:
+        for bad in ("", None, 1, b"ns:"):
+            with self.assertRaisesRegex(SessionOptionError, "namespace"):
+                RedisStore(redis.asyncio.Redis(), namespace=bad)  # type: ignore[arg-type]
+
+    def test_bad_probe_interval_names_the_option(self) -> None:
+        for bad in (0, -1, "1", None, True, float("inf"), float("nan")):
+            with self.assertRaisesRegex(SessionOptionError, "probe_interval"):
+                RedisStore(redis.asyncio.Redis(), probe_interval=bad)  # type: ignore[arg-type]
+
+    def test_from_url_passes_client_options_and_owns_the_client(self) -> None:
+        store = RedisStore.from_url(
+            self.redis_server.url, namespace="x:", socket_timeout=1.5, probe_interval=0.5
+        )
+        self.assertEqual(store.namespace, "x:")
+        self.assertEqual(store.probe_interval, 0.5)
+        kwargs = store.client.get_connection_kwargs()
+        self.assertEqual(kwargs["socket_timeout"], 1.5)
+        self.assertEqual(kwargs["retry"].get_retries(), 1)
+        self.io_loop.run_sync(store.close)
+
+    def test_without_redis_installed_construction_names_the_extra(self) -> None:
+        blocked = {"redis": None, "redis.asyncio": None, "redis.exceptions": None}
+        with mock.patch.dict(sys.modules, blocked):
+            with self.assertRaisesRegex(ImportError, r'pip install "tornado-session\[redis\]"'):
+                RedisStore(object())  # type: ignore[arg-type]
+            with self.assertRaisesRegex(ImportError, r'pip install "tornado-session\[redis\]"'):
+                RedisStore.from_url("redis://127.0.0.1")
+
+    def test_importing_the_package_does_not_import_redis(self) -> None:
+        code = (
+            "import sys, tornado_session, tornado_session.stores, tornado_session.testing\n"
+            "assert 'redis' not in sys.modules, 'redis imported'\n"
+            "from tornado_session.stores import RedisStore\n"
+            "assert 'redis' not in sys.modules, 'redis imported by the store module'\n"
+            "sys.modules['redis'] = None\n"
+            "try:\n"
+            "    RedisStore(None)\n"
+            "except ImportError as exc:\n"
+            "    print(exc)\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn('pip install "tornado-session[redis]"', result.stdout)
+
+
+class TestClose(RedisCase):
+    def clients(self) -> int:
+        """Connections of clients other than the admin asking."""
+        with self.redis_server.admin() as admin:
+            return len(admin.client_list()) - 1
+
+    @gen_test
+    async def test_close_closes_a_client_the_store_made(self) -> None:
+        await self.store.set("k", {"n": 1}, 60)
+        self.assertEqual(self.clients(), 1)
+        await self.store.close()
+        for _ in range(50):
+            if self.clients() == 0:
+                break
+            await asyncio.sleep(0.02)
+        self.assertEqual(self.clients(), 0)
+        with self.assertRaisesRegex(StoreUnavailableError, "closed"):
+            await self.store.get("k", 60)
+        await self.store.close()  # a second close is harmless
+
+    @gen_test
+    async def test_close_leaves_a_client_it_was_given_open(self) -> None:
+        client = redis.asyncio.Redis(port=self.redis_server.port)
+        store = RedisStore(client)
+        await store.set("k", {"n": 1}, 60)
+        await store.close()
+        try:
+            self.assertTrue(await client.ping())
+            self.assertEqual(self.clients(), 1)
+            self.assertEqual(await client.exists(NS + "k"), 1)
+        finally:
+            await client.aclose()
