@@ -7,19 +7,28 @@ MemoryStore (``--store=cookie`` keeps them in the signed cookie instead).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from typing import Any
 
+import tornado.httpserver
+import tornado.log
+import tornado.netutil
 import tornado.options
 import tornado.web
 
 from tornado_session import SessionMixin, SessionOptions
 from tornado_session.stores import MemoryStore
 
-tornado.options.define("port", default=8888, help="port to listen on")
-tornado.options.define("store", default="memory", help="memory or cookie")
-tornado.options.define("cookie_secret", default="", help="cookie secret (default: random)")
+#: This example's flags (its own parser, so that importing it next to another
+#: example does not define ``--port`` twice).
+options = tornado.options.OptionParser()
+tornado.log.define_logging_options(options)
+options.define("port", default=8888, type=int, help="port to listen on (0: any free port)")
+options.define("address", default="127.0.0.1", help="address to listen on")
+options.define("store", default="memory", help="memory or cookie")
+options.define("cookie_secret", default="", help="cookie secret (default: random)")
 
 log = logging.getLogger("examples.counter")
 
@@ -40,17 +49,22 @@ def make_app(**settings: Any) -> tornado.web.Application:
 
 
 async def main() -> None:
-    tornado.options.parse_command_line()
-    opts = tornado.options.options
-    store = None if opts.store == "cookie" else MemoryStore()
+    options.parse_command_line()
+    if options.store not in ("memory", "cookie"):
+        raise SystemExit(f"--store={options.store!r}: expected memory or cookie")
+    store = None if options.store == "cookie" else MemoryStore()
     app = make_app(
-        cookie_secret=opts.cookie_secret or secrets.token_urlsafe(32),
+        cookie_secret=options.cookie_secret or secrets.token_urlsafe(32),
         session=SessionOptions(store=store),
     )
-    app.listen(opts.port)
-    log.info("counter example on http://localhost:%d/ (%s sessions)", opts.port, opts.store)
+    sockets = tornado.netutil.bind_sockets(options.port, options.address)
+    tornado.httpserver.HTTPServer(app).add_sockets(sockets)
+    port = sockets[0].getsockname()[1]
+    log.info("counter example on http://%s:%d/ (%s sessions)", options.address, port,
+             options.store)
     await asyncio.Event().wait()
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())

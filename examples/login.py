@@ -1,0 +1,559 @@
+"""A login app to copy: sign-up, login, a profile page, flash messages and logout.
+
+Run it from the repository root::
+
+    python -m examples.login                      # memory store, port 8888
+    python -m examples.login --mongodb_uri=mongodb://localhost:27017/myapp
+
+Without ``--mongodb_uri`` (or the ``MONGODB_URI`` environment variable) users
+and sessions are kept in memory and lost when the process ends; one log line
+says so.  With it, both live in the URI's database (``tornado_session_example``
+when the URI names none): users in ``users``, sessions in ``sessions``.
+
+What it shows:
+
+- passwords hashed with ``hashlib.scrypt`` and a salt per user, compared in
+  constant time, and hashed in a thread so the IOLoop never blocks;
+- ``await self.regenerate_session()`` after login (session fixation defence);
+- ``await self.destroy_session()`` on logout, and ``store.destroy_all(user_id=...)``
+  for "log out everywhere" (the session keeps ``user_id`` for that);
+- flash messages kept in the session and shown once;
+- ``xsrf_cookies=True``: every form posts ``_xsrf``;
+- templates with Tornado's autoescaping, so a username is shown, never run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import functools
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import time
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import tornado.httpserver
+import tornado.ioloop
+import tornado.log
+import tornado.netutil
+import tornado.options
+import tornado.template
+import tornado.web
+
+from tornado_session import SessionMixin, SessionOptions, StoreUnavailableError
+from tornado_session.stores import MemoryStore, Store
+
+if TYPE_CHECKING:
+    from pymongo.asynchronous.collection import AsyncCollection
+
+log = logging.getLogger("examples.login")
+
+#: This example's command-line flags (its own parser, so that importing it
+#: next to another example does not define ``--port`` twice).
+options = tornado.options.OptionParser()
+tornado.log.define_logging_options(options)
+options.define("port", default=8888, type=int, help="port to listen on (0: any free port)")
+options.define("address", default="127.0.0.1", help="address to listen on")
+options.define(
+    "mongodb_uri", default="",
+    help="MongoDB URI for users and sessions (default: $MONGODB_URI; unset: in memory)",
+)
+options.define(
+    "cookie_secret", default="",
+    help="secret that signs the session cookie (default: $COOKIE_SECRET, else random)",
+)
+options.define(
+    "xheaders", default=False, type=bool,
+    help="trust X-Forwarded-For/-Proto from a reverse proxy (sets Secure cookies behind https)",
+)
+
+#: The database used when the MongoDB URI names none.
+DEFAULT_DATABASE = "tornado_session_example"
+
+USERNAME_MAX = 64
+PASSWORD_MIN = 8
+#: scrypt's cost grows with the input; a limit keeps one request from being expensive.
+PASSWORD_MAX = 1024
+
+# scrypt's cost: 16 MiB and ~50 ms per hash on a 2020s core (OWASP's minimum is n=2**17
+# with r=8 for new systems; raise it where logins are rare and cores are many).
+_SCRYPT_N = 2**14
+_SCRYPT_R = 8
+_SCRYPT_P = 1
+
+
+# -- passwords -------------------------------------------------------------------
+
+
+def hash_password(password: str, *, salt: bytes | None = None) -> str:
+    """Return a self-describing scrypt hash of ``password`` with a fresh salt.
+
+    The record carries its parameters (``scrypt$n$r$p$salt$hash``), so the cost
+    can be raised later without breaking the passwords already stored.
+    """
+    salt = secrets.token_bytes(16) if salt is None else salt
+    digest = hashlib.scrypt(
+        password.encode("utf-8"), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32
+    )
+    return "$".join(
+        ["scrypt", str(_SCRYPT_N), str(_SCRYPT_R), str(_SCRYPT_P), _b64(salt), _b64(digest)]
+    )
+
+
+def check_password(password: str, record: str) -> bool:
+    """Whether ``password`` matches ``record`` (from `hash_password`), in constant time."""
+    try:
+        scheme, n, r, p, salt, digest = record.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = _unb64(digest)
+        candidate = hashlib.scrypt(
+            password.encode("utf-8"), salt=_unb64(salt), n=int(n), r=int(r), p=int(p),
+            dklen=len(expected),
+        )
+    except (ValueError, binascii.Error):
+        return False
+    return hmac.compare_digest(candidate, expected)
+
+
+def verify_login(password: str, record: str | None) -> bool:
+    """Check ``password`` against an account's ``record``; ``None``: no such account.
+
+    An unknown username is checked against a throw-away hash all the same, so a
+    wrong username takes as long as a wrong password and the timing does not
+    tell which usernames exist.
+    """
+    if record is None:
+        check_password(password, _dummy_record())
+        return False
+    return check_password(password, record)
+
+
+@functools.cache
+def _dummy_record() -> str:
+    return hash_password(secrets.token_urlsafe(16))
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+async def _in_thread(function: Any, *args: Any) -> Any:
+    """Run a CPU-heavy call (scrypt) in a thread: the IOLoop keeps serving meanwhile."""
+    return await tornado.ioloop.IOLoop.current().run_in_executor(None, function, *args)
+
+
+# -- users --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A user account: ``id`` (a string), ``username`` and the password's hash."""
+
+    id: str
+    username: str
+    password_hash: str
+
+
+class Users(Protocol):
+    """Where the accounts live: `MemoryUsers` or `MongoUsers`."""
+
+    async def add(self, username: str, password_hash: str) -> User | None:
+        """Create an account; ``None`` when the username is taken."""
+
+    async def find(self, username: str) -> User | None:
+        """Return the account named ``username``, or ``None``."""
+
+
+class MemoryUsers:
+    """Accounts in a dict: for trying the app, gone when the process ends."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, User] = {}
+
+    async def add(self, username: str, password_hash: str) -> User | None:
+        """Create an account; ``None`` when the username is taken."""
+        if username in self._by_name:
+            return None
+        user = User(str(len(self._by_name) + 1), username, password_hash)
+        self._by_name[username] = user
+        return user
+
+    async def find(self, username: str) -> User | None:
+        """Return the account named ``username``, or ``None``."""
+        return self._by_name.get(username)
+
+
+class MongoUsers:
+    """Accounts in a MongoDB collection with a unique index on ``username``."""
+
+    def __init__(self, collection: AsyncCollection[dict[str, Any]]) -> None:
+        self.collection = collection
+
+    async def create_indexes(self) -> None:
+        """Make usernames unique in the database, so two sign-ups cannot race."""
+        await self._call(self.collection.create_index, "username", unique=True)
+
+    async def add(self, username: str, password_hash: str) -> User | None:
+        """Create an account; ``None`` when the username is taken."""
+        from pymongo.errors import DuplicateKeyError
+
+        try:
+            result = await self._call(
+                self.collection.insert_one, {"username": username, "password": password_hash}
+            )
+        except DuplicateKeyError:
+            return None
+        return User(str(result.inserted_id), username, password_hash)
+
+    async def find(self, username: str) -> User | None:
+        """Return the account named ``username``, or ``None``."""
+        document = await self._call(self.collection.find_one, {"username": username})
+        if document is None:
+            return None
+        return User(str(document["_id"]), document["username"], document["password"])
+
+    @staticmethod
+    async def _call(method: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call the driver; an unreachable server becomes a 503, like a session store's."""
+        from pymongo.errors import ConnectionFailure
+
+        try:
+            return await method(*args, **kwargs)
+        except ConnectionFailure as exc:
+            raise StoreUnavailableError(f"the users collection is unreachable: {exc}") from exc
+
+
+# -- input ---------------------------------------------------------------------------
+
+
+def check_username(username: str) -> str | None:
+    """What is wrong with ``username`` (already stripped), or ``None``."""
+    if not username:
+        return "Enter a username."
+    if len(username) > USERNAME_MAX:
+        return f"A username has at most {USERNAME_MAX} characters."
+    if not username.isprintable():
+        return "A username cannot contain control characters."
+    return None
+
+
+def check_password_input(password: str, *, new: bool) -> str | None:
+    """What is wrong with ``password``, or ``None``; a new one must be long enough."""
+    if not password:
+        return "Enter a password."
+    if len(password) > PASSWORD_MAX:
+        return f"A password has at most {PASSWORD_MAX} characters."
+    if new and len(password) < PASSWORD_MIN:
+        return f"Choose a password of at least {PASSWORD_MIN} characters."
+    return None
+
+
+# -- handlers -------------------------------------------------------------------------
+
+
+class BaseHandler(SessionMixin, tornado.web.RequestHandler):
+    """What every page shares: the users, flash messages and page rendering."""
+
+    @property
+    def users(self) -> Users:
+        """The application's accounts (the ``users`` setting)."""
+        users: Users = self.settings["users"]
+        return users
+
+    def get_current_user(self) -> str | None:
+        """The logged-in username (Tornado's ``current_user``), from the session."""
+        username: str | None = self.session.get("username")
+        return username
+
+    def flash(self, message: str, category: str = "info") -> None:
+        """Keep ``message`` in the session until the next page shows it."""
+        self.session.setdefault("flash", []).append([category, message])
+
+    def page(self, template: str, *, status: int = 200, **values: Any) -> None:
+        """Render ``template`` with the flash messages, which are then gone."""
+        messages: list[list[str]] = self.session.pop("flash", [])
+        self.set_status(status)
+        self.render(template, messages=messages, **values)
+
+    def credentials(self) -> tuple[str, str]:
+        """The posted username (stripped, NFC) and password (as typed)."""
+        username = unicodedata.normalize("NFC", self.get_body_argument("username", ""))
+        password = self.get_body_argument("password", "", strip=False)
+        return username, password
+
+    async def log_in(self, user: User) -> None:
+        """Put the user in the session, under a new session id."""
+        self.session["user_id"] = user.id
+        self.session["username"] = user.username
+        self.session["login_at"] = int(time.time())
+        # The id the browser had before logging in (perhaps planted by an
+        # attacker) must be worth nothing now: same data, new id.
+        await self.regenerate_session()
+
+
+class IndexHandler(BaseHandler):
+    def get(self) -> None:
+        self.redirect("/profile" if self.current_user else "/login")
+
+
+class SignupHandler(BaseHandler):
+    def get(self) -> None:
+        if self.current_user:
+            self.redirect("/profile")
+            return
+        self.page("signup.html", error=None, username="")
+
+    async def post(self) -> None:
+        username, password = self.credentials()
+        problem = check_username(username) or check_password_input(password, new=True)
+        if problem:
+            self.page("signup.html", status=400, error=problem, username=username)
+            return
+        user = await self.users.add(username, await _in_thread(hash_password, password))
+        if user is None:
+            self.page("signup.html", status=409, error="That username is taken.",
+                      username=username)
+            return
+        await self.log_in(user)
+        self.flash(f"Welcome, {user.username}! Your account is ready.")
+        self.redirect("/profile")
+
+
+class LoginHandler(BaseHandler):
+    def get(self) -> None:
+        if self.current_user:
+            self.redirect("/profile")
+            return
+        self.page("login.html", error=None, username="")
+
+    async def post(self) -> None:
+        username, password = self.credentials()
+        problem = check_username(username) or check_password_input(password, new=False)
+        if problem:
+            self.page("login.html", status=400, error=problem, username=username)
+            return
+        user = await self.users.find(username)
+        record = user.password_hash if user is not None else None
+        if user is None or not await _in_thread(verify_login, password, record):
+            self.page("login.html", status=403, error="Wrong username or password.",
+                      username=username)
+            return
+        await self.log_in(user)
+        self.flash(f"Welcome back, {user.username}.")
+        self.redirect("/profile")
+
+
+class ProfileHandler(BaseHandler):
+    def get(self) -> None:
+        if not self.current_user:
+            self.flash("Log in to see your profile.")
+            self.redirect("/login")
+            return
+        login_at = time.strftime("%Y-%m-%d %H:%M:%S UTC",
+                                 time.gmtime(self.session.get("login_at", 0)))
+        self.page("profile.html", username=self.current_user, login_at=login_at)
+
+
+class LogoutHandler(BaseHandler):
+    async def post(self) -> None:
+        await self.destroy_session()
+        # A message after the destroy starts a new session under a new id.
+        self.flash("You are logged out.")
+        self.redirect("/login")
+
+
+class LogoutEverywhereHandler(BaseHandler):
+    async def post(self) -> None:
+        user_id = self.session.get("user_id")
+        if user_id is None:
+            self.redirect("/login")
+            return
+        store = SessionMixin.configure_application(self.application).store
+        assert store is not None  # make_app refuses an application without a store
+        count = await store.destroy_all(user_id=user_id)
+        await self.destroy_session()
+        self.flash(f"Logged out of {count} session{'s' if count != 1 else ''}.")
+        self.redirect("/login")
+
+
+# -- templates ---------------------------------------------------------------------------
+
+TEMPLATES = {
+    "base.html": """<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <title>{% block title %}tornado-session{% end %}</title>
+  <style>
+    body { font: 16px/1.5 system-ui, sans-serif; max-width: 32rem; margin: 3rem auto;
+           padding: 0 1rem; }
+    label { display: block; margin: .75rem 0; }
+    input[type=text], input[type=password] { display: block; width: 100%; padding: .4rem; }
+    .flash { padding: .5rem .75rem; background: #eef6ee; border-left: 4px solid #4a4; }
+    .error { padding: .5rem .75rem; background: #fbeeee; border-left: 4px solid #c44; }
+    form.inline { display: inline; }
+  </style>
+</head>
+<body>
+  {% for category, text in messages %}
+    <p class="flash {{ category }}" role="status">{{ text }}</p>
+  {% end %}
+  {% block body %}{% end %}
+</body>
+</html>
+""",
+    "login.html": """{% extends "base.html" %}
+{% block title %}Log in{% end %}
+{% block body %}
+  <h1>Log in</h1>
+  {% if error %}<p class="error" role="alert">{{ error }}</p>{% end %}
+  <form method="post" action="/login">
+    {% raw xsrf_form_html() %}
+    <label>Username <input type="text" name="username" value="{{ username }}"
+      maxlength="64" autocomplete="username" required autofocus></label>
+    <label>Password <input type="password" name="password"
+      autocomplete="current-password" required></label>
+    <button type="submit">Log in</button>
+  </form>
+  <p>No account? <a href="/signup">Sign up</a>.</p>
+{% end %}
+""",
+    "signup.html": """{% extends "base.html" %}
+{% block title %}Sign up{% end %}
+{% block body %}
+  <h1>Sign up</h1>
+  {% if error %}<p class="error" role="alert">{{ error }}</p>{% end %}
+  <form method="post" action="/signup">
+    {% raw xsrf_form_html() %}
+    <label>Username <input type="text" name="username" value="{{ username }}"
+      maxlength="64" autocomplete="username" required autofocus></label>
+    <label>Password (at least 8 characters) <input type="password" name="password"
+      autocomplete="new-password" minlength="8" required></label>
+    <button type="submit">Create account</button>
+  </form>
+  <p>Have an account? <a href="/login">Log in</a>.</p>
+{% end %}
+""",
+    "profile.html": """{% extends "base.html" %}
+{% block title %}Profile{% end %}
+{% block body %}
+  <h1>Profile</h1>
+  <p>You are logged in as <strong id="username">{{ username }}</strong>
+     since {{ login_at }}.</p>
+  <form class="inline" method="post" action="/logout">
+    {% raw xsrf_form_html() %}<button type="submit" id="logout">Log out</button>
+  </form>
+  <form class="inline" method="post" action="/logout-everywhere">
+    {% raw xsrf_form_html() %}<button type="submit" id="logout-everywhere">Log out
+    everywhere</button>
+  </form>
+{% end %}
+""",
+}
+
+
+# -- the application ------------------------------------------------------------------------
+
+
+def make_app(**settings: Any) -> tornado.web.Application:
+    """Build the application; every setting has a default that runs in memory.
+
+    ``users`` is where accounts live (`MemoryUsers` by default, `MongoUsers`);
+    ``session`` must have a store with ``destroy_all`` (for "log out
+    everywhere"); ``cookie_secret`` defaults to a random one.
+    """
+    settings.setdefault("cookie_secret", secrets.token_urlsafe(32))
+    settings.setdefault("session", SessionOptions(store=MemoryStore()))
+    settings.setdefault("users", MemoryUsers())
+    settings.setdefault("xsrf_cookies", True)
+    settings.setdefault("xsrf_cookie_kwargs", {"samesite": "Lax"})
+    settings.setdefault("template_loader", tornado.template.DictLoader(TEMPLATES))
+    app = tornado.web.Application(
+        [
+            (r"/", IndexHandler),
+            (r"/signup", SignupHandler),
+            (r"/login", LoginHandler),
+            (r"/profile", ProfileHandler),
+            (r"/logout", LogoutHandler),
+            (r"/logout-everywhere", LogoutEverywhereHandler),
+        ],
+        **settings,
+    )
+    session_options = SessionMixin.configure_application(app)
+    if session_options.store is None:
+        raise ValueError(
+            "the login example needs a session store (store=None keeps sessions in the "
+            "cookie, which cannot be destroyed everywhere)"
+        )
+    return app
+
+
+async def open_backends(mongodb_uri: str) -> tuple[Store, Users]:
+    """The session store and the users: in MongoDB when a URI is given, else in memory."""
+    if not mongodb_uri:
+        log.info("no --mongodb_uri or MONGODB_URI: users and sessions are kept in memory "
+                 "(lost when the app stops)")
+        return MemoryStore(), MemoryUsers()
+    from pymongo import AsyncMongoClient
+
+    from tornado_session.stores import MongoStore
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_uri)
+    database = client.get_default_database(DEFAULT_DATABASE)
+    users = MongoUsers(database["users"])
+    await users.create_indexes()
+    store: Store = MongoStore.from_uri(mongodb_uri, database=database.name, collection="sessions")
+    # Never log the URI: it may carry a password.
+    log.info("users and sessions in MongoDB, database %r", database.name)
+    return store, users
+
+
+def cookie_secret(flag: str, environ: dict[str, str]) -> str:
+    """The flag, else ``COOKIE_SECRET``, else a random secret (and a warning)."""
+    secret = flag or environ.get("COOKIE_SECRET", "")
+    if secret:
+        return secret
+    log.warning("no --cookie_secret or COOKIE_SECRET: using a random one, so sessions end "
+                "when the app restarts and other processes cannot read them")
+    return secrets.token_urlsafe(32)
+
+
+async def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> None:
+    """Parse the flags, open the store and serve until interrupted."""
+    options.parse_command_line(list(argv) if argv is not None else None)
+    environ = dict(os.environ) if environ is None else environ
+    store, users = await open_backends(options.mongodb_uri or environ.get("MONGODB_URI", ""))
+    app = make_app(
+        cookie_secret=cookie_secret(options.cookie_secret, environ),
+        session=SessionOptions(store=store),
+        users=users,
+    )
+    sockets = tornado.netutil.bind_sockets(options.port, options.address)
+    server = tornado.httpserver.HTTPServer(app, xheaders=options.xheaders)
+    server.add_sockets(sockets)
+    port = sockets[0].getsockname()[1]
+    log.info("login example on http://%s:%d/", options.address, port)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        server.stop()
+        await store.close()
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())

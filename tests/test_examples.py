@@ -1,0 +1,509 @@
+"""The example apps, driven over HTTP the way a browser drives them.
+
+Each `Browser` keeps its own cookie jar (the session cookie and ``_xsrf``),
+posts forms with the ``_xsrf`` value of the last page it read, and follows
+redirects by hand, so every test sees the status, the ``Location`` and the
+cookies of each step.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+import queue
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import orjson
+import tornado.web
+from tornado.httpclient import HTTPResponse
+from tornado.testing import AsyncHTTPTestCase, ExpectLog, gen_test
+
+from examples import counter, login
+from tests.base import cookie_expired, set_cookies
+from tornado_session import SessionOptions
+from tornado_session.serializers import hash_session_id
+from tornado_session.stores import MemoryStore
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "examples-test-secret-" + "s" * 32
+SESSION = "tornado.sess"
+_XSRF_INPUT = re.compile(r'<input type="hidden" name="_xsrf" value="([^"]+)"')
+
+
+class Browser:
+    """One browser: a cookie jar, the last page's ``_xsrf`` value, manual redirects."""
+
+    def __init__(self, case: AsyncHTTPTestCase) -> None:
+        self.case = case
+        self.jar: dict[str, str] = {}
+        self.xsrf: str | None = None
+
+    def request(
+        self, method: str, path: str, form: dict[str, str] | None = None, *,
+        xsrf: bool = True, cookies: dict[str, str] | None = None,
+    ) -> HTTPResponse:
+        jar = self.jar if cookies is None else cookies
+        headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in jar.items())} if jar else {}
+        body = None
+        if method == "POST":
+            fields = dict(form or {})
+            if xsrf and self.xsrf is not None:
+                fields["_xsrf"] = self.xsrf
+            body = urllib.parse.urlencode(fields)
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        response = self.case.fetch(
+            path, method=method, body=body, headers=headers, follow_redirects=False
+        )
+        if cookies is None:
+            self.remember(response)
+        return response
+
+    def get(self, path: str, **kwargs: Any) -> HTTPResponse:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, form: dict[str, str] | None = None, **kwargs: Any) -> HTTPResponse:
+        return self.request("POST", path, form, **kwargs)
+
+    def follow(self, response: HTTPResponse) -> HTTPResponse:
+        """Follow redirects (GET, same origin) until a page answers."""
+        for _ in range(5):
+            if response.code not in (301, 302, 303):
+                return response
+            response = self.get(response.headers["Location"])
+        raise AssertionError("more than 5 redirects")
+
+    def remember(self, response: HTTPResponse) -> None:
+        for name, morsel in set_cookies(response).items():
+            if cookie_expired(morsel):
+                self.jar.pop(name, None)
+            else:
+                self.jar[name] = morsel.coded_value
+        match = _XSRF_INPUT.search(response.body.decode("utf-8", "replace"))
+        if match:
+            self.xsrf = html.unescape(match.group(1))
+
+
+def text(response: HTTPResponse) -> str:
+    return response.body.decode("utf-8")
+
+
+def session_id(cookie_value: str) -> str:
+    """The session id inside a signed session cookie (the test knows the secret)."""
+    raw = tornado.web.decode_signed_value(
+        SECRET, SESSION, cookie_value.strip('"'), max_age_days=float("inf"), min_version=2
+    )
+    assert raw is not None, "the session cookie does not verify"
+    payload = orjson.loads(raw)
+    assert isinstance(payload["i"], str)
+    return payload["i"]
+
+
+class TestCounter(AsyncHTTPTestCase):
+    def get_app(self) -> tornado.web.Application:
+        return counter.make_app(cookie_secret=SECRET)
+
+    def test_counts_the_views_of_each_session(self) -> None:
+        first, second = Browser(self), Browser(self)
+        self.assertEqual([text(first.get("/")) for _ in range(3)], ["1", "2", "3"])
+        self.assertEqual(text(second.get("/")), "1")
+        self.assertEqual(text(first.get("/")), "4")
+
+    def test_without_cookie_a_visit_starts_again(self) -> None:
+        browser = Browser(self)
+        browser.get("/")
+        browser.get("/")
+        browser.jar.clear()
+        self.assertEqual(text(browser.get("/")), "1")
+
+
+class TestCounterInTheCookie(AsyncHTTPTestCase):
+    def get_app(self) -> tornado.web.Application:
+        return counter.make_app(cookie_secret=SECRET, session=SessionOptions(store=None))
+
+    def test_counts_with_the_data_in_the_signed_cookie(self) -> None:
+        browser = Browser(self)
+        self.assertEqual([text(browser.get("/")) for _ in range(3)], ["1", "2", "3"])
+
+
+class LoginAppTest(AsyncHTTPTestCase):
+    """The login app on a MemoryStore, with a test client per browser."""
+
+    def setUp(self) -> None:
+        self.store = MemoryStore()
+        self.users = login.MemoryUsers()
+        super().setUp()
+        self.browser = Browser(self)
+
+    def get_app(self) -> tornado.web.Application:
+        return login.make_app(
+            cookie_secret=SECRET, session=SessionOptions(store=self.store), users=self.users
+        )
+
+    def fetch(self, path: str, raise_error: bool = False, **kwargs: Any) -> HTTPResponse:
+        response = super().fetch(path, raise_error=raise_error, **kwargs)
+        assert response.code < 500, f"{path} answered {response.code}: {response.body!r}"
+        return response
+
+    def signup(
+        self, browser: Browser, username: str = "alice", password: str = "correct horse"
+    ) -> HTTPResponse:
+        browser.get("/signup")
+        return browser.post("/signup", {"username": username, "password": password})
+
+    def login(
+        self, browser: Browser, username: str = "alice", password: str = "correct horse"
+    ) -> HTTPResponse:
+        browser.get("/login")
+        return browser.post("/login", {"username": username, "password": password})
+
+    def assert_redirect(self, response: HTTPResponse, location: str) -> None:
+        self.assertEqual(response.code, 302, text(response))
+        self.assertEqual(response.headers["Location"], location)
+
+    def assert_logged_out(self, browser: Browser, cookies: dict[str, str] | None = None) -> None:
+        self.assert_redirect(browser.get("/profile", cookies=cookies), "/login")
+
+
+class TestLoginFlow(LoginAppTest):
+    def test_index_sends_visitors_to_login_and_users_to_profile(self) -> None:
+        self.assert_redirect(self.browser.get("/"), "/login")
+        self.signup(self.browser)
+        self.assert_redirect(self.browser.get("/"), "/profile")
+
+    def test_pages_answer_without_a_session_cookie(self) -> None:
+        for path in ("/login", "/signup"):
+            response = self.browser.get(path)
+            self.assertEqual(response.code, 200)
+            self.assertIn('name="_xsrf"', text(response))
+            self.assertNotIn(SESSION, self.browser.jar)
+
+    def test_signup_logs_in_and_profile_shows_the_username(self) -> None:
+        response = self.signup(self.browser)
+        self.assert_redirect(response, "/profile")
+        self.assertIn(SESSION, self.browser.jar)
+        profile = self.browser.follow(response)
+        self.assertEqual(profile.code, 200)
+        self.assertIn('<strong id="username">alice</strong>', text(profile))
+        self.assertIn("Welcome, alice! Your account is ready.", text(profile))
+
+    def test_flash_message_is_shown_once(self) -> None:
+        profile = self.browser.follow(self.signup(self.browser))
+        self.assertIn("Your account is ready.", text(profile))
+        again = self.browser.get("/profile")
+        self.assertEqual(again.code, 200)
+        self.assertNotIn("Your account is ready.", text(again))
+
+    def test_login_answers_302_to_profile_under_a_new_session_id(self) -> None:
+        self.signup(self.browser)
+        self.browser.post("/logout")
+        before = self.browser.jar[SESSION]  # the anonymous session holding the flash
+        old_id = session_id(before)
+        response = self.login(self.browser)
+        self.assert_redirect(response, "/profile")
+        after = self.browser.jar[SESSION]
+        self.assertNotEqual(session_id(after), old_id)
+        self.assertIn("Welcome back, alice.", text(self.browser.follow(response)))
+        # The id from before the login (a planted one, say) is worth nothing now.
+        self.assertIsNone(self.io_loop.run_sync(
+            lambda: self.store.get(hash_session_id(old_id), 60)
+        ))
+        self.assert_logged_out(self.browser, cookies={SESSION: before})
+
+    def test_profile_sends_visitors_to_login_with_a_message(self) -> None:
+        response = self.browser.get("/profile")
+        self.assert_redirect(response, "/login")
+        page = self.browser.follow(response)
+        self.assertEqual(page.code, 200)
+        self.assertIn("Log in to see your profile.", text(page))
+
+    def test_logged_in_user_is_sent_from_login_and_signup_to_profile(self) -> None:
+        self.signup(self.browser)
+        self.assert_redirect(self.browser.get("/login"), "/profile")
+        self.assert_redirect(self.browser.get("/signup"), "/profile")
+
+    def test_logout_destroys_the_session_and_its_old_cookie(self) -> None:
+        self.signup(self.browser)
+        old_cookie = self.browser.jar[SESSION]
+        old_id = session_id(old_cookie)
+        response = self.browser.post("/logout")
+        self.assert_redirect(response, "/login")
+        self.assertIn("You are logged out.", text(self.browser.follow(response)))
+        self.assert_logged_out(self.browser)
+        self.assert_logged_out(self.browser, cookies={SESSION: old_cookie})
+        self.assertIsNone(self.io_loop.run_sync(
+            lambda: self.store.get(hash_session_id(old_id), 60)
+        ))
+
+    def test_logout_everywhere_ends_every_session_of_the_user_only(self) -> None:
+        laptop, phone, other = self.browser, Browser(self), Browser(self)
+        self.signup(laptop)
+        self.login(phone)
+        self.signup(other, "bob", "bobs password")
+        self.assertEqual(phone.get("/profile").code, 200)
+        response = laptop.post("/logout-everywhere")
+        self.assert_redirect(response, "/login")
+        self.assertIn("Logged out of 2 sessions.", text(laptop.follow(response)))
+        self.assert_logged_out(laptop)
+        self.assert_logged_out(phone)
+        bob = other.get("/profile")
+        self.assertEqual(bob.code, 200)
+        self.assertIn('<strong id="username">bob</strong>', text(bob))
+
+    def test_logout_everywhere_when_logged_out_just_redirects(self) -> None:
+        self.browser.get("/login")
+        self.assert_redirect(self.browser.post("/logout-everywhere"), "/login")
+
+    def test_output_is_html_escaped(self) -> None:
+        name = '<script>alert("x")</script>&'
+        profile = self.browser.follow(self.signup(self.browser, name))
+        self.assertEqual(profile.code, 200)
+        self.assertNotIn("<script>alert", text(profile))
+        self.assertIn("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;", text(profile))
+
+    def test_password_is_stored_as_a_salted_scrypt_hash(self) -> None:
+        self.signup(self.browser, "alice", "correct horse")
+        self.signup(Browser(self), "carol", "correct horse")
+        alice = self.io_loop.run_sync(lambda: self.users.find("alice"))
+        carol = self.io_loop.run_sync(lambda: self.users.find("carol"))
+        assert alice is not None and carol is not None
+        self.assertTrue(alice.password_hash.startswith("scrypt$"))
+        self.assertNotIn("correct horse", alice.password_hash)
+        self.assertNotEqual(alice.password_hash, carol.password_hash)  # per-user salt
+        self.assertTrue(login.check_password("correct horse", alice.password_hash))
+        self.assertFalse(login.check_password("correct horsE", alice.password_hash))
+
+
+class TestLoginFailures(LoginAppTest):
+    def assert_form_with(self, response: HTTPResponse, code: int, message: str) -> None:
+        self.assertEqual(response.code, code, text(response))
+        self.assertIn('<form method="post"', text(response))
+        self.assertIn(html.escape(message, quote=False), text(response))
+
+    def test_wrong_password_answers_the_form_with_a_message(self) -> None:
+        self.signup(self.browser)
+        self.browser.post("/logout")
+        response = self.login(self.browser, "alice", "wrong password")
+        self.assert_form_with(response, 403, "Wrong username or password.")
+        self.assertIn('value="alice"', text(response))
+        self.assert_logged_out(self.browser)
+
+    def test_unknown_user_gets_the_same_answer_as_a_wrong_password(self) -> None:
+        response = self.login(self.browser, "nobody", "some password")
+        self.assert_form_with(response, 403, "Wrong username or password.")
+        self.assertNotIn(SESSION, self.browser.jar)
+
+    def test_missing_xsrf_token_is_refused(self) -> None:
+        self.signup(self.browser)
+        for path in ("/login", "/signup", "/logout", "/logout-everywhere"):
+            response = self.browser.post(path, {"username": "alice", "password": "x" * 8},
+                                         xsrf=False)
+            self.assertEqual(response.code, 403, path)
+        self.assertEqual(self.browser.get("/profile").code, 200)  # still logged in
+
+    def test_xsrf_token_of_another_browser_is_refused(self) -> None:
+        intruder = Browser(self)
+        intruder.get("/login")
+        self.browser.get("/login")
+        self.browser.xsrf = intruder.xsrf
+        response = self.browser.post("/login", {"username": "a", "password": "b"})
+        self.assertEqual(response.code, 403)
+
+    def test_signup_rejects_bad_input_with_a_message(self) -> None:
+        cases = [
+            ({"username": "", "password": "long enough"}, "Enter a username."),
+            ({"username": "   ", "password": "long enough"}, "Enter a username."),
+            ({"password": "long enough"}, "Enter a username."),
+            ({"username": "u" * 65, "password": "long enough"}, "at most 64 characters"),
+            ({"username": "a\nb", "password": "long enough"}, "control characters"),
+            ({"username": "dave", "password": ""}, "Enter a password."),
+            ({"username": "dave", "password": "short"}, "at least 8 characters"),
+            ({"username": "dave", "password": "p" * 1025}, "at most 1024 characters"),
+        ]
+        self.browser.get("/signup")
+        for form, message in cases:
+            with self.subTest(form=form):
+                self.assert_form_with(self.browser.post("/signup", form), 400, message)
+        self.assertIsNone(self.io_loop.run_sync(lambda: self.users.find("dave")))
+        self.assertNotIn(SESSION, self.browser.jar)
+
+    def test_longest_allowed_username_and_password_work(self) -> None:
+        name, password = "u" * 64, "p" * 1024
+        self.assert_redirect(self.signup(self.browser, name, password), "/profile")
+        self.browser.post("/logout")
+        self.assert_redirect(self.login(self.browser, name, password), "/profile")
+
+    def test_duplicate_signup_is_refused_and_keeps_the_first_password(self) -> None:
+        self.signup(self.browser, "alice", "first password")
+        response = self.signup(Browser(self), "alice", "second password")
+        self.assert_form_with(response, 409, "That username is taken.")
+        self.assert_redirect(self.login(Browser(self), "alice", "first password"), "/profile")
+        self.assertEqual(self.login(Browser(self), "alice", "second password").code, 403)
+
+    def test_login_rejects_empty_and_overlong_fields(self) -> None:
+        cases = [
+            ({"username": "", "password": "x"}, "Enter a username."),
+            ({"username": "alice", "password": ""}, "Enter a password."),
+            ({}, "Enter a username."),
+            ({"username": "alice", "password": "p" * 1025}, "at most 1024 characters"),
+        ]
+        self.browser.get("/login")
+        for form, message in cases:
+            with self.subTest(form=form):
+                self.assert_form_with(self.browser.post("/login", form), 400, message)
+
+    def test_invalid_utf8_in_a_field_is_a_400(self) -> None:
+        self.browser.get("/login")
+        response = self.fetch(
+            "/login", method="POST",
+            body=b"username=%FF%FE&password=x&_xsrf=" + (self.browser.xsrf or "").encode(),
+            headers={"Cookie": "; ".join(f"{k}={v}" for k, v in self.browser.jar.items())},
+        )
+        self.assertEqual(response.code, 400)
+
+    def test_garbage_session_cookie_is_a_fresh_visitor(self) -> None:
+        response = self.browser.get("/profile", cookies={SESSION: "garbage|x|y"})
+        self.assert_redirect(response, "/login")
+
+
+class TestLoginAppConfiguration(AsyncHTTPTestCase):
+    def get_app(self) -> tornado.web.Application:
+        return login.make_app()
+
+    def test_make_app_defaults_run_in_memory(self) -> None:
+        browser = Browser(self)
+        browser.get("/signup")
+        response = browser.post("/signup", {"username": "zoë", "password": "long enough"})
+        self.assertEqual(response.code, 302)
+        self.assertIn("zoë", text(browser.follow(response)))
+
+    def test_make_app_refuses_cookie_sessions(self) -> None:
+        with self.assertRaisesRegex(ValueError, "needs a session store"):
+            login.make_app(cookie_secret=SECRET, session=SessionOptions(store=None))
+
+    @gen_test
+    async def test_memory_backends_are_announced_in_one_log_line(self) -> None:
+        with ExpectLog("examples.login", ".*users and sessions are kept in memory",
+                       level=logging.INFO):
+            store, users = await login.open_backends("")
+        self.assertIsInstance(store, MemoryStore)
+        self.assertIsInstance(users, login.MemoryUsers)
+
+    def test_cookie_secret_comes_from_the_flag_then_the_environment(self) -> None:
+        self.assertEqual(login.cookie_secret("flag", {"COOKIE_SECRET": "env"}), "flag")
+        self.assertEqual(login.cookie_secret("", {"COOKIE_SECRET": "env"}), "env")
+        with ExpectLog("examples.login", ".*using a random one"):
+            first = login.cookie_secret("", {})
+        with ExpectLog("examples.login", ".*using a random one"):
+            second = login.cookie_secret("", {})
+        self.assertGreaterEqual(len(first), 32)
+        self.assertNotEqual(first, second)
+
+
+# -- the examples as processes, the way README runs them ----------------------------------
+
+
+class RunningExample:
+    """``python -m examples.NAME --port=0`` in a subprocess; `url` once it listens."""
+
+    def __init__(self, name: str, *args: str, env: dict[str, str] | None = None) -> None:
+        environ = {k: v for k, v in os.environ.items()
+                   if k not in ("MONGODB_URI", "COOKIE_SECRET")}
+        environ.update(env or {})
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", f"examples.{name}", "--port=0", *args],
+            cwd=ROOT, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.log: list[str] = []
+        self._lines: queue.Queue[str] = queue.Queue()
+        self._reader = threading.Thread(target=self._read_log, daemon=True)
+        self._reader.start()
+        self.url = self._wait_for_url(name)
+
+    def _read_log(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self._lines.put(line)
+        self._lines.put("")  # the process closed its stderr
+
+    def _wait_for_url(self, name: str, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self._lines.get(timeout=left)
+            except queue.Empty:
+                break
+            if not line:
+                break
+            self.log.append(line)
+            match = re.search(rf"{name} example on (http://\S+/)", line)
+            if match:
+                return match.group(1)
+        self.stop()
+        raise AssertionError(f"examples.{name} did not start:\n{''.join(self.log)}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._reader.join(timeout=10)
+        while not self._lines.empty():
+            self.log.append(self._lines.get())
+        if self.process.stderr is not None:
+            self.process.stderr.close()
+
+    def __enter__(self) -> RunningExample:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def http_get(url: str) -> tuple[int, str]:
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(url, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.headers.get("Location", "")
+
+
+def test_login_example_runs_as_a_module_in_memory() -> None:
+    with RunningExample("login") as app:
+        assert app.url.startswith("http://127.0.0.1:")
+        status, body = http_get(app.url + "login")
+        assert status == 200 and "<h1>Log in</h1>" in body
+        assert http_get(app.url) == (302, "/login")
+    log = "".join(app.log)
+    assert "users and sessions are kept in memory" in log
+    assert "using a random one" in log
+
+
+def test_login_example_takes_the_secret_from_the_environment() -> None:
+    with RunningExample("login", env={"COOKIE_SECRET": "from-the-environment" * 2}) as app:
+        assert http_get(app.url + "signup")[0] == 200
+    assert "using a random one" not in "".join(app.log)
+
+
+def test_counter_example_runs_as_a_module() -> None:
+    with RunningExample("counter", "--store=cookie") as app:
+        assert http_get(app.url) == (200, "1")
