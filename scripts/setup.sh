@@ -41,3 +41,20 @@ setup_mongo_wire_server() {
     # MongoDB wire-protocol server for the tests (filled in by the MongoStore work).
     :
 }
+
+setup_chromium() {
+    # Debian's Chromium and its WebDriver, for the browser test (tests/test_browser.py).
+    apt_install chromium chromium-driver
+}
+
+setup_docs() {
+    # The pinned documentation tools (Sphinx, furo, MyST), in .venv.
+    .venv/bin/python -m pip install -q --disable-pip-version-check -r docs/requirements.txt 2>&1 \
+        | grep -v "is ignored: it is neither a file nor a directory" || true
+}
+
+build_docs() {
+    # The user guide as HTML in docs/_build/html; any Sphinx warning fails the build.
+    rm -rf docs/_build/doctrees
+    .venv/bin/python -m sphinx -W --keep-going -q -b html -d docs/_build/doctrees docs docs/_build/html
+}

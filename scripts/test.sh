@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 setup_python_venv
 setup_redis_server
 setup_mongo_wire_server
+setup_chromium
 
 echo "== ruff"
 .venv/bin/ruff check .
