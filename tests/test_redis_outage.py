@@ -1,0 +1,270 @@
+"""RedisStore when the server goes away and comes back, and under concurrent requests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import tornado.web
+from tornado.testing import AsyncTestCase, ExpectLog, gen_test
+
+from tests.base import COOKIE, SessionTestCase
+from tests.redis_server import RedisServerCase
+from tornado_session import SessionMixin
+from tornado_session.errors import StoreUnavailableError
+from tornado_session.stores import RedisStore
+
+NS = "tornado_session:"
+
+
+class Recorder:
+    """Collects a store's connect/disconnect events in order."""
+
+    def __init__(self, store: RedisStore) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        store.on("connect", lambda payload: self.events.append(("connect", payload)))
+        store.on("disconnect", lambda payload: self.events.append(("disconnect", payload)))
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.events]
+
+    async def wait_for(self, name: str, count: int = 1, timeout: float = 5.0) -> float:
+        """Wait until ``name`` was emitted ``count`` times; returns the seconds waited."""
+        started = time.monotonic()
+        while self.names().count(name) < count:
+            if time.monotonic() - started > timeout:
+                raise AssertionError(f"no {name!r} event within {timeout} s: {self.names()}")
+            await asyncio.sleep(0.01)
+        return time.monotonic() - started
+
+
+class RedisStoreOutageCase(RedisServerCase, AsyncTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.store = RedisStore.from_url(self.redis_server.url, probe_interval=0.2)
+        self.recorder = Recorder(self.store)
+
+    def tearDown(self) -> None:
+        self.io_loop.run_sync(self.store.close)
+        super().tearDown()
+
+    async def stop_server(self) -> None:
+        await asyncio.to_thread(self.redis_server.stop)
+
+    async def start_server(self) -> None:
+        await asyncio.to_thread(self.redis_server.start)
+
+    def probes(self) -> list[asyncio.Task[Any]]:
+        return [
+            task for task in asyncio.all_tasks()
+            if "_probe_until_back" in repr(task.get_coro()) and not task.done()
+        ]
+
+
+class TestConnectionEvents(RedisStoreOutageCase):
+    @gen_test(timeout=20)
+    async def test_failed_command_emits_disconnect_once_and_raises_our_error(self) -> None:
+        await self.store.set("k", {"n": 1}, 60)
+        self.assertEqual(self.probes(), [])  # no task while connected
+        await self.stop_server()
+        with ExpectLog("tornado_session.stores.redis", "Redis did not answer"):
+            for call in (self.store.get("k", 60), self.store.set("k", {"n": 2}, 60),
+                         self.store.destroy("k"), self.store.count()):
+                with self.assertRaises(StoreUnavailableError):
+                    await call
+        self.assertFalse(self.store.connected)
+        self.assertEqual(self.recorder.names(), ["disconnect"])
+        payload = self.recorder.events[0][1]
+        self.assertEqual(payload["key"], "RedisStore")
+        self.assertEqual(payload["reason"], "ConnectionError")
+        self.assertEqual(len(self.probes()), 1)
+
+    @gen_test(timeout=20)
+    async def test_server_coming_back_is_noticed_without_any_request(self) -> None:
+        await self.store.set("k", {"n": 1}, 60)
+        await self.stop_server()
+        with ExpectLog("tornado_session.stores.redis", "Redis did not answer"), \
+                self.assertRaises(StoreUnavailableError):
+            await self.store.get("k", 60)
+        await asyncio.sleep(0.5)  # a few failed probes
+        self.assertEqual(self.recorder.names(), ["disconnect"])
+        await self.start_server()
+        waited = await self.recorder.wait_for("connect", timeout=3)
+        self.assertLess(waited, 1.0)  # probe_interval is 0.2 s
+        self.assertEqual(self.recorder.events[-1][1]["reason"], "probe")
+        self.assertTrue(self.store.connected)
+        await asyncio.sleep(0.05)
+        self.assertEqual(self.probes(), [])  # the probe ended with the outage
+
+    @gen_test(timeout=20)
+    async def test_first_success_after_a_failure_emits_connect_once(self) -> None:
+        await self.store.set("k", {"n": 1}, 60)
+        await self.stop_server()
+        with ExpectLog("tornado_session.stores.redis", "Redis did not answer"), \
+                self.assertRaises(StoreUnavailableError):
+            await self.store.get("k", 60)
+        await self.start_server()
+        self.assertIsNone(await self.store.get("k", 60))  # persistence is off
+        await self.store.set("k", {"n": 2}, 60)
+        await asyncio.sleep(0.5)
+        self.assertEqual(self.recorder.names(), ["disconnect", "connect"])
+
+    @gen_test(timeout=20)
+    async def test_close_while_disconnected_cancels_the_probe(self) -> None:
+        await self.stop_server()
+        with ExpectLog("tornado_session.stores.redis", "Redis did not answer"), \
+                self.assertRaises(StoreUnavailableError):
+            await self.store.get("k", 60)
+        (probe,) = self.probes()
+        await self.store.close()
+        self.assertTrue(probe.cancelled())
+        self.assertEqual(self.probes(), [])
+        await self.start_server()
+        await asyncio.sleep(0.3)
+        self.assertEqual(self.recorder.names(), ["disconnect"])
+
+
+class Counter(SessionMixin, tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.session["views"] = self.session.get("views", 0) + 1
+        self.write(str(self.session["views"]))
+
+
+class Reader(SessionMixin, tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.write(str(self.session.get("views", 0)))
+
+
+class SlowCounter(SessionMixin, tornado.web.RequestHandler):
+    async def get(self, key: str) -> None:
+        await asyncio.sleep(0.01)
+        self.session[key] = self.session.get(key, 0) + 1
+        self.write("ok")
+
+
+class RedisHTTPCase(RedisServerCase, SessionTestCase):
+    reconnect_timeout = 0.5
+
+    def make_store(self) -> RedisStore:
+        self.redis = RedisStore.from_url(self.redis_server.url, probe_interval=0.1)
+        self.recorder = Recorder(self.redis)
+        return self.redis
+
+    def session_options(self) -> dict[str, Any]:
+        return {"reconnect_timeout": self.reconnect_timeout}
+
+    def get_handlers(self) -> list[Any]:
+        return [(r"/count", Counter), (r"/read", Reader),
+                (r"/slow/(\w+)", SlowCounter)]
+
+    def tearDown(self) -> None:
+        self.io_loop.run_sync(self.redis.close)
+        super().tearDown()
+
+    def stored(self) -> dict[bytes, bytes]:
+        """The session hash in Redis, read by the test's own client."""
+        with self.redis_server.admin() as admin:
+            names = list(admin.scan_iter(match=NS + "*"))
+            self.assertEqual(len(names), 1, names)
+            fields: dict[bytes, bytes] = admin.hgetall(names[0])
+            return fields
+
+    async def outage_503(self, path: str) -> None:
+        started = time.monotonic()
+        with ExpectLog("tornado_session.mixin", ".*answered 503"), \
+                ExpectLog("tornado_session.stores.redis", "Redis did not answer"):
+            response = await self.fetch_async(path)
+        self.assertGreaterEqual(time.monotonic() - started, self.reconnect_timeout)
+        self.assertEqual(response.code, 503)
+        self.assertEqual(response.headers["Retry-After"], "1")
+        self.assertNotIn("Set-Cookie", response.headers)
+
+
+class TestOutageWithPersistence(RedisHTTPCase):
+    appendonly = True
+
+    @gen_test(timeout=30)
+    async def test_stop_gives_503_and_restart_serves_the_data_written_before(self) -> None:
+        self.assertEqual((await self.fetch_async("/count")).body, b"1")
+        self.assertEqual((await self.fetch_async("/count")).body, b"2")
+        cookie = self.jar[COOKIE]
+        await asyncio.to_thread(self.redis_server.stop)
+
+        await self.outage_503("/read")
+        self.assertEqual(self.recorder.names(), ["disconnect"])
+        started = time.monotonic()
+        fresh = await self.fetch_async("/read", cookies=False)  # no cookie: no store call
+        self.assertEqual((fresh.code, fresh.body), (200, b"0"))
+        self.assertLess(time.monotonic() - started, 0.4)  # not held
+
+        await asyncio.to_thread(self.redis_server.start)
+        await self.recorder.wait_for("connect", timeout=3)
+        self.assertEqual(self.recorder.names(), ["disconnect", "connect"])
+        self.assertEqual((await self.fetch_async("/read")).body, b"2")
+        response = await self.fetch_async("/count")
+        self.assertEqual((response.code, response.body), (200, b"3"))
+        self.assertEqual(self.jar[COOKIE], cookie)
+        self.assertEqual(self.stored()[b"views"], b"3")
+
+
+class TestRequestHeldDuringOutage(RedisHTTPCase):
+    appendonly = True
+    reconnect_timeout = 5.0
+
+    @gen_test(timeout=30)
+    async def test_request_waiting_during_the_outage_is_served_when_redis_returns(self) -> None:
+        self.assertEqual((await self.fetch_async("/count")).body, b"1")
+        await asyncio.to_thread(self.redis_server.stop)
+        with ExpectLog("tornado_session.stores.redis", "Redis did not answer"):
+            waiting = asyncio.ensure_future(self.fetch_async("/count"))
+            await self.recorder.wait_for("disconnect")
+        await asyncio.sleep(0.3)
+        self.assertFalse(waiting.done())
+        started = time.monotonic()
+        await asyncio.to_thread(self.redis_server.start)
+        response = await waiting
+        self.assertLess(time.monotonic() - started, 2.0)
+        self.assertEqual((response.code, response.body), (200, b"2"))
+        self.assertEqual(self.stored()[b"views"], b"2")
+
+
+class TestOutageWithoutPersistence(RedisHTTPCase):
+    @gen_test(timeout=30)
+    async def test_after_a_restart_requests_succeed_with_a_new_session(self) -> None:
+        self.assertEqual((await self.fetch_async("/count")).body, b"1")
+        missed: list[dict[str, Any]] = []
+        self._app.settings["session"].events.on("session:missed", missed.append)
+        await asyncio.to_thread(self.redis_server.stop)
+        await self.outage_503("/count")
+        await asyncio.to_thread(self.redis_server.start)
+        await self.recorder.wait_for("connect", timeout=3)
+        response = await self.fetch_async("/count")
+        self.assertEqual((response.code, response.body), (200, b"1"))  # the data was in memory
+        self.assertEqual(len(missed), 1)
+        self.assertEqual(self.stored()[b"views"], b"1")
+
+
+class TestConcurrentRequests(RedisHTTPCase):
+    @gen_test(timeout=30)
+    async def test_fifty_concurrent_requests_each_changing_its_own_key_all_survive(self) -> None:
+        await self.fetch_async("/slow/start")
+        responses = await asyncio.gather(
+            *(self.fetch_async(f"/slow/k{i}") for i in range(50))
+        )
+        self.assertEqual({r.code for r in responses}, {200})
+        fields = self.stored()
+        expected = {f"k{i}".encode(): b"1" for i in range(50)}
+        expected[b"start"] = b"1"
+        expected[b"\xff"] = b"1"
+        self.assertEqual(fields, expected)
+        self.assertEqual(await self.redis.count(), 1)
+
+    @gen_test(timeout=30)
+    async def test_store_key_is_a_hash_of_the_id_never_the_id(self) -> None:
+        await self.fetch_async("/count")
+        with self.redis_server.admin() as admin:
+            (name,) = list(admin.scan_iter(match=NS + "*"))
+        self.assertRegex(name.decode(), rf"^{NS}[0-9a-f]{{64}}$")
+        cookie = self.jar[COOKIE]
+        self.assertNotIn(name.decode()[len(NS):], cookie)
