@@ -9,11 +9,14 @@ setup_python_venv
 setup_redis_server
 setup_mongo_wire_server
 setup_chromium
+setup_docs
 
 echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy"
 .venv/bin/mypy
+echo "== docs"
+build_docs
 echo "== pytest (Python $(.venv/bin/python -c 'import platform; print(platform.python_version())'))"
 .venv/bin/python -m pytest "$@"
 # The other supported Pythons run the same suite; EXTRA_PYTHONS="" skips them.
