@@ -1,0 +1,128 @@
+"""The contract suite as a user sees it: the store written in docs/custom-store.md passes it,
+stores with the usual bugs fail the tests that name those bugs, and a store without bulk
+operations can say so."""
+
+from __future__ import annotations
+
+import re
+import sys
+import types
+import unittest
+from pathlib import Path
+from typing import Any
+
+from tornado_session.stores import Store
+from tornado_session.testing import StoreContract
+
+GUIDE = Path(__file__).resolve().parent.parent / "docs" / "custom-store.md"
+
+
+def guide_module() -> types.ModuleType:
+    """The Python blocks of docs/custom-store.md, run as one module."""
+    blocks = re.findall(r"```python\n(.*?)```", GUIDE.read_text(encoding="utf-8"), re.S)
+    assert len(blocks) == 2, "the guide has the store and its test"
+    module = types.ModuleType("custom_store_guide")
+    sys.modules[module.__name__] = module
+    try:
+        exec(compile("\n".join(blocks), str(GUIDE), "exec"), module.__dict__)
+    finally:
+        del sys.modules[module.__name__]
+    return module
+
+
+def run(case: type[unittest.TestCase], names: list[str] | None = None) -> unittest.TestResult:
+    loader = unittest.defaultTestLoader
+    if names is None:
+        suite = loader.loadTestsFromTestCase(case)
+    else:
+        suite = unittest.TestSuite(case(name) for name in names)
+    result = unittest.TestResult()
+    suite.run(result)
+    return result
+
+
+def failed(result: unittest.TestResult) -> set[str]:
+    return {test._testMethodName for test, _ in result.failures + result.errors}  # type: ignore[attr-defined]
+
+
+class TestTheGuidesStore(unittest.TestCase):
+    guide: types.ModuleType
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.guide = guide_module()
+
+    def test_the_guides_sqlite_store_passes_the_whole_contract(self) -> None:
+        case = self.guide.TestSQLiteStore
+        self.assertTrue(issubclass(case, StoreContract))
+        result = run(case)
+        contract_tests = unittest.defaultTestLoader.getTestCaseNames(StoreContract)
+        self.assertEqual(result.testsRun, len(contract_tests))
+        self.assertEqual(result.skipped, [])
+        self.assertTrue(result.wasSuccessful(), result.failures + result.errors)
+
+    def test_a_store_that_brings_back_a_destroyed_session_fails_the_contract(self) -> None:
+        class Resurrects(self.guide.SQLiteStore):  # type: ignore[name-defined,misc]
+            async def set(self, key: str, data: Any, max_age: float, **kwargs: Any) -> bool:
+                kwargs["previous"] = None  # always a whole replacement
+                return bool(await super().set(key, data, max_age, **kwargs))
+
+        class TestResurrects(StoreContract):
+            def make_store(self) -> Any:
+                return Resurrects(clock=self.clock)
+
+        names = [
+            "test_update_does_not_resurrect_a_destroyed_session",
+            "test_update_of_an_expired_session_is_not_written",
+            "test_concurrent_updates_of_different_keys_both_survive",
+            "test_fifty_concurrent_updates_of_one_session_all_survive",
+            "test_set_then_get_returns_equal_data",
+        ]
+        result = run(TestResurrects, names)
+        self.assertEqual(failed(result), set(names[:4]))
+
+    def test_a_store_that_returns_expired_records_fails_the_contract(self) -> None:
+        class NeverExpires(self.guide.SQLiteStore):  # type: ignore[name-defined,misc]
+            def _live(self, key: str) -> Any:
+                return self._db.execute(
+                    "SELECT data FROM sessions WHERE key = ?", (key,)
+                ).fetchone()
+
+        class TestNeverExpires(StoreContract):
+            def make_store(self) -> Any:
+                return NeverExpires(clock=self.clock)
+
+        names = [
+            "test_expired_record_reads_as_none",
+            "test_each_record_keeps_its_own_max_age",
+            "test_touch_extends_expiry",
+        ]
+        result = run(TestNeverExpires, names)
+        self.assertEqual(failed(result), set(names[:2]))
+
+    def test_a_store_without_bulk_operations_skips_only_their_tests(self) -> None:
+        class NoBulk(self.guide.SQLiteStore):  # type: ignore[name-defined,misc]
+            destroy_all = Store.destroy_all  # the base's: NotImplementedError
+            count = Store.count
+            clear = Store.clear
+
+        class TestNoBulk(StoreContract):
+            bulk_operations = False
+
+            def make_store(self) -> Any:
+                return NoBulk(clock=self.clock)
+
+        result = run(TestNoBulk)
+        self.assertTrue(result.wasSuccessful(), result.failures + result.errors)
+        skipped = {test._testMethodName for test, _ in result.skipped}  # type: ignore[attr-defined]
+        self.assertEqual(len(skipped), 7)
+        self.assertTrue(all("destroy_all" in n or "count" in n for n in skipped), skipped)
+        self.assertEqual({reason for _, reason in result.skipped},
+                         {"TestNoBulk.bulk_operations is False"})
+
+        class TestNoBulkClaimed(StoreContract):
+            def make_store(self) -> Any:
+                return NoBulk(clock=self.clock)
+
+        result = run(TestNoBulkClaimed, ["test_count_and_clear"])
+        self.assertEqual(failed(result), {"test_count_and_clear"})
