@@ -6,6 +6,7 @@ Pages are Markdown (MyST), the API reference is generated from the docstrings
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import sys
 from pathlib import Path
@@ -61,19 +62,34 @@ def _optional_stores() -> str:
     return "\n".join(blocks) or "(No optional store is installed in this build.)\n"
 
 
-def _drop_empty_globs(text: str) -> str:
+def _pages() -> list[str]:
     here = Path(__file__).resolve().parent
+    return sorted(page.stem for suffix in (".md", ".rst") for page in here.glob("*" + suffix))
+
+
+def _fill_toctree(text: str) -> str:
+    """Drop the optional globs that match no page; list pages no toctree names.
+
+    Pages that other work adds to docs/ then appear in the guide without a
+    "document isn't included in any toctree" warning failing the build.
+    """
+    pages = _pages()
     for pattern in OPTIONAL_PAGES:
-        if not [page for suffix in (".md", ".rst") for page in here.glob(pattern + suffix)]:
+        if not fnmatch.filter(pages, pattern):
             text = text.replace(f"\n{pattern}\n", "\n")
-    return text
+    named = {line.strip() for line in text.splitlines()} | {"index"}
+    others = [
+        page for page in pages
+        if page not in named and not any(fnmatch.fnmatch(page, p) for p in OPTIONAL_PAGES)
+    ]
+    return text.replace("\n{other-pages}\n", "\n" + "".join(f"{page}\n" for page in others))
 
 
 def _fill_placeholders(app: Any, docname: str, source: list[str]) -> None:
     if docname == "api":
         source[0] = source[0].replace(".. optional-stores-here\n", _optional_stores())
     elif docname == "index":
-        source[0] = _drop_empty_globs(source[0])
+        source[0] = _fill_toctree(source[0])
 
 
 def setup(app: Any) -> None:

@@ -176,6 +176,9 @@ class Users(Protocol):
     async def find(self, username: str) -> User | None:
         """Return the account named ``username``, or ``None``."""
 
+    async def close(self) -> None:
+        """Release what the accounts' backend holds (a database client)."""
+
 
 class MemoryUsers:
     """Accounts in a dict: for trying the app, gone when the process ends."""
@@ -194,6 +197,9 @@ class MemoryUsers:
     async def find(self, username: str) -> User | None:
         """Return the account named ``username``, or ``None``."""
         return self._by_name.get(username)
+
+    async def close(self) -> None:
+        """Nothing to release."""
 
 
 class MongoUsers:
@@ -224,6 +230,10 @@ class MongoUsers:
         if document is None:
             return None
         return User(str(document["_id"]), document["username"], document["password"])
+
+    async def close(self) -> None:
+        """Close the database client (the session store shares it)."""
+        await self.collection.database.client.close()
 
     @staticmethod
     async def _call(method: Any, *args: Any, **kwargs: Any) -> Any:
@@ -503,7 +513,11 @@ def make_app(**settings: Any) -> tornado.web.Application:
 
 
 async def open_backends(mongodb_uri: str) -> tuple[Store, Users]:
-    """The session store and the users: in MongoDB when a URI is given, else in memory."""
+    """The session store and the users: in MongoDB when a URI is given, else in memory.
+
+    With MongoDB, users and sessions share one client (one connection pool) and
+    one database: the URI's, else `DEFAULT_DATABASE`.
+    """
     if not mongodb_uri:
         log.info("no --mongodb_uri or MONGODB_URI: users and sessions are kept in memory "
                  "(lost when the app stops)")
@@ -512,11 +526,19 @@ async def open_backends(mongodb_uri: str) -> tuple[Store, Users]:
 
     from tornado_session.stores import MongoStore
 
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_uri)
+    # The listener lets the store see the server go and come back without a
+    # request having to fail first (it then answers 503 instead of hanging).
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        mongodb_uri, event_listeners=[MongoStore.listener()]
+    )
     database = client.get_default_database(DEFAULT_DATABASE)
     users = MongoUsers(database["users"])
-    await users.create_indexes()
-    store: Store = MongoStore.from_uri(mongodb_uri, database=database.name, collection="sessions")
+    try:
+        await users.create_indexes()
+    except BaseException:
+        await client.close()
+        raise
+    store: Store = MongoStore(database["sessions"])
     # Never log the URI: it may carry a password.
     log.info("users and sessions in MongoDB, database %r", database.name)
     return store, users
@@ -552,6 +574,7 @@ async def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None
     finally:
         server.stop()
         await store.close()
+        await users.close()
 
 
 if __name__ == "__main__":
