@@ -79,6 +79,10 @@ class Session(MutableMapping[str, Any]):
         """Remove every key (the session itself lives on; see destroy)."""
         self._data.clear()
 
+    def popitem(self) -> tuple[str, Any]:
+        """Remove and return the last inserted ``(key, value)``, as `dict.popitem` does."""
+        return self._data.popitem()
+
     def __repr__(self) -> str:
         # Never the id: session ids must not reach logs.
         state = "new" if self._is_new else "loaded"
