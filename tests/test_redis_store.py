@@ -332,6 +332,12 @@ class TestConstruction(RedisServerCase, AsyncTestCase):
         self.assertEqual(kwargs["retry"].get_retries(), 1)
         self.io_loop.run_sync(store.close)
 
+    def test_bad_url_names_the_argument_without_echoing_it(self) -> None:
+        for bad in ("http://user:s3cret@host/0", "localhost:s3cret", b"redis://s3cret@x", 42):
+            with self.assertRaisesRegex(SessionOptionError, r"from_url\(url=\.\.\.\)") as caught:
+                RedisStore.from_url(bad)  # type: ignore[arg-type]
+            self.assertNotIn("s3cret", str(caught.exception))
+
     def test_without_redis_installed_construction_names_the_extra(self) -> None:
         blocked = {"redis": None, "redis.asyncio": None, "redis.exceptions": None}
         with mock.patch.dict(sys.modules, blocked):

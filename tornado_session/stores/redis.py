@@ -4,8 +4,8 @@ Each session is a Redis hash under the store's ``namespace`` plus the key the
 lifecycle gives (a hash of the session id, never the id).  Each top-level
 session key is one field holding the orjson bytes of its value, and a field
 made of the one byte 0xFF (never valid UTF-8, so never a session key) marks
-the record, so an empty session still exists.  The key carries its own TTL: Redis expires it,
-on its own clock, without any sweeping on our side.
+the record, so an empty session still exists.  The key carries its own TTL:
+Redis expires it, on its own clock, without any sweeping on our side.
 
 Every operation is one round trip:
 
@@ -207,7 +207,15 @@ class RedisStore(Store):
             from redis.backoff import NoBackoff
 
             client_options["retry"] = Retry(NoBackoff(), 1)
-        client = aioredis.Redis.from_url(url, **client_options)
+        if not isinstance(url, str):
+            raise SessionOptionError(
+                f"RedisStore.from_url(url=...): expected a str such as 'redis://host:6379/0', "
+                f"got {type(url).__name__}"
+            )
+        try:
+            client = aioredis.Redis.from_url(url, **client_options)
+        except (ValueError, TypeError) as exc:  # not echoing the URL: it may hold a password
+            raise SessionOptionError(f"RedisStore.from_url(url=...): {exc}") from exc
         # No connection is made before the first command: a bad option below
         # leaves no socket open.
         store = cls(client, namespace=namespace, probe_interval=probe_interval, clock=clock)
