@@ -412,7 +412,8 @@ TEMPLATES = {
     body { font: 16px/1.5 system-ui, sans-serif; max-width: 32rem; margin: 3rem auto;
            padding: 0 1rem; }
     label { display: block; margin: .75rem 0; }
-    input[type=text], input[type=password] { display: block; width: 100%; padding: .4rem; }
+    input[type=text], input[type=password] { display: block; width: 100%; padding: .4rem;
+                                             box-sizing: border-box; }
     .flash { padding: .5rem .75rem; background: #eef6ee; border-left: 4px solid #4a4; }
     .error { padding: .5rem .75rem; background: #fbeeee; border-left: 4px solid #c44; }
     form.inline { display: inline; }
