@@ -38,8 +38,27 @@ setup_redis_server() {
 }
 
 setup_mongo_wire_server() {
-    # MongoDB wire-protocol server for the tests (filled in by the MongoStore work).
-    :
+    # The MongoDB wire-protocol server the MongoStore tests start (tests/mongo_server.py):
+    # mongoeco, which needs Python 3.13, in its own venv .venv-mongo, pinned by
+    # requirements-mongo-server.txt.  PYTHON313 overrides where Python 3.13 is found.
+    local python="${PYTHON313:-}"
+    if [ -z "$python" ]; then
+        if command -v pyenv >/dev/null 2>&1 && pyenv prefix 3.13.0 >/dev/null 2>&1; then
+            python="$(pyenv prefix 3.13.0)/bin/python3.13"
+        else
+            python="$(command -v python3.13)"
+        fi
+    fi
+    if [ ! -x .venv-mongo/bin/python ]; then
+        "$python" -m venv .venv-mongo
+    fi
+    if ! cmp -s requirements-mongo-server.txt .venv-mongo/.installed 2>/dev/null; then
+        .venv-mongo/bin/python -m pip install -q --disable-pip-version-check \
+            -r requirements-mongo-server.txt 2>&1 \
+            | grep -v "is ignored: it is neither a file nor a directory" || true
+        .venv-mongo/bin/python -c "import mongoeco.wire, mongoeco.engines.sqlite"
+        cp requirements-mongo-server.txt .venv-mongo/.installed
+    fi
 }
 
 setup_chromium() {

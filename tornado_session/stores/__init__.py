@@ -13,6 +13,7 @@ from .base import Store
 from .memory import MemoryStore
 
 if TYPE_CHECKING:  # the optional stores, as their modules land
+    from .mongo import MongoStore
     from .redis import RedisStore
 
 __all__ = ["MemoryStore", "MongoStore", "RedisStore", "Store"]

@@ -1,0 +1,586 @@
+"""MongoStore: sessions in MongoDB, expired by a TTL index, written key by key.
+
+One document per session::
+
+    {"_id": <store key>, "data": {<session keys>...}, "expires": <UTC datetime>}
+
+``_id`` is the key the lifecycle gives (a hash of the session id, never the
+id), ``data`` is a subdocument, so an operator can query sessions
+(``{"data.user_id": 42}``), and ``expires`` carries a TTL index with
+``expireAfterSeconds=0``, so MongoDB removes expired sessions by itself.  Its
+TTL monitor runs about once a minute, so every read also filters on
+``expires > now``: an expired session never reads as live.  Session keys that
+cannot be field names (``a.b``, ``$x``, ``""``, a NUL) are escaped losslessly
+by `tornado_session.serializers.escape_field_name`, at every depth.
+
+Every operation is one round trip:
+
+* `MongoStore.get` is one ``find`` on ``{_id, expires > now}``;
+* a new or regenerated session is one upserting ``update`` that replaces the
+  whole document;
+* an update of a loaded session is one ``update`` of ``{_id, expires > now}``
+  without upsert that ``$set``/``$unset`` only the top-level keys this request
+  changed (``data.<key>``) and the expiry: two requests of one user that change
+  different keys both keep their writes, and a session that a concurrent
+  request destroyed (a logout) is not brought back;
+* `MongoStore.touch` and an unchanged rolling write ``$set`` only ``expires``;
+  with ``touch_after`` the lifecycle sends that at most once per period.
+
+The TTL index is created by `MongoStore.setup`, run once on first use.
+
+Outages: a `ConnectionMonitor` among the client's ``event_listeners`` reports
+PyMongo's own view of the deployment (heartbeats and topology changes), so the
+store emits ``disconnect`` as soon as no writable server is left and
+``connect`` when one is back, without any request being made.
+`MongoStore.from_uri` installs one; for a client you build, pass
+``event_listeners=[MongoStore.listener()]``.  Without one the store still
+notices: a driver connection error marks it disconnected, and a ``ping`` sent
+every ``probe_interval`` seconds marks it connected again.  Either way driver
+errors surface as `StoreUnavailableError`, which the lifecycle turns into 503.
+
+PyMongo is imported with this module, but not by ``import tornado_session``;
+without it, building a `MongoStore` fails with the extra to install.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import inspect
+import logging
+import time
+import weakref
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, NamedTuple
+
+from .. import serializers
+from ..errors import (
+    SessionError,
+    SessionOptionError,
+    SessionSerializationError,
+    StoreUnavailableError,
+)
+from .base import Clock, Store
+
+_INSTALL_HINT = 'MongoStore needs PyMongo: pip install "tornado-session[mongo]"'
+
+try:
+    import bson
+    import pymongo
+    from bson.codec_options import CodecOptions
+    from pymongo import monitoring
+    from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
+except ImportError as exc:  # checked when a store is built
+    _IMPORT_ERROR: ImportError | None = exc
+
+    class _TopologyListener:
+        pass
+
+    class _HeartbeatListener:
+        pass
+
+else:
+    _IMPORT_ERROR = None
+    _TopologyListener = monitoring.TopologyListener  # type: ignore[misc,assignment]
+    _HeartbeatListener = monitoring.ServerHeartbeatListener  # type: ignore[misc,assignment]
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ConnectionMonitor", "MongoStore"]
+
+_UTC = datetime.UTC
+#: MongoDB's error codes for an index that exists with other options.
+_INDEX_CONFLICTS = frozenset({85, 86})
+
+
+def _require_pymongo() -> None:
+    if _IMPORT_ERROR is not None:
+        raise ImportError(_INSTALL_HINT) from _IMPORT_ERROR
+
+
+class ConnectionMonitor(_TopologyListener, _HeartbeatListener):
+    """A PyMongo event listener that tells stores when MongoDB comes and goes.
+
+    Pass it in the client's ``event_listeners`` (PyMongo only takes listeners
+    when a client is built)::
+
+        client = pymongo.AsyncMongoClient(uri, event_listeners=[MongoStore.listener()])
+        store = MongoStore(client["app"]["sessions"])
+
+    The store finds it among the client's options.  It reports ``disconnect``
+    when the last writable server's heartbeat fails or the topology is left
+    with no writable server, and ``connect`` as soon as a heartbeat finds a
+    writable server again.  PyMongo calls listeners on its own threads for
+    synchronous (and Motor) clients; the stores move the news onto their event
+    loop.
+    """
+
+    def __init__(self) -> None:
+        _require_pymongo()
+        self._stores: weakref.WeakSet[MongoStore] = weakref.WeakSet()
+        self._description: Any = None
+        #: The last state reported: ``True`` up, ``False`` down, ``None`` not known yet.
+        self.up: bool | None = None
+
+    def attach(self, store: MongoStore) -> None:
+        """Report to ``store`` from now on (and tell it now if MongoDB is down)."""
+        self._stores.add(store)
+        if self.up is False:
+            store._from_monitor(False, "no writable server")
+
+    def detach(self, store: MongoStore) -> None:
+        """Stop reporting to ``store``."""
+        self._stores.discard(store)
+
+    def _report(self, up: bool, reason: str) -> None:
+        if self.up is up:
+            return
+        self.up = up
+        for store in list(self._stores):
+            store._from_monitor(up, reason)
+
+    # -- TopologyListener -----------------------------------------------------
+
+    def opened(self, event: Any) -> None:
+        """Part of PyMongo's listener protocol; nothing to do."""
+
+    def description_changed(self, event: Any) -> None:
+        """Follow the topology: no writable server after a failure means down."""
+        description = event.new_description
+        self._description = description
+        if description.has_writable_server():
+            self._report(True, "writable server found")
+        elif any(sd.error is not None for sd in description.server_descriptions().values()):
+            self._report(False, "no writable server")
+
+    def closed(self, event: Any) -> None:
+        """Part of PyMongo's listener protocol; a closed client is not an outage."""
+
+    # -- ServerHeartbeatListener ----------------------------------------------
+
+    def started(self, event: Any) -> None:
+        """Part of PyMongo's listener protocol; nothing to do."""
+
+    def succeeded(self, event: Any) -> None:
+        """A writable server answered: connected (faster than the topology event)."""
+        if event.reply.is_writable:
+            self._report(True, "heartbeat succeeded")
+
+    def failed(self, event: Any) -> None:
+        """The only writable server known stopped answering: disconnected."""
+        description = self._description
+        if description is None or self.up is False:
+            return
+        writable = [
+            address
+            for address, sd in description.server_descriptions().items()
+            if sd.is_writable
+        ]
+        if writable == [event.connection_id]:
+            self._report(False, "heartbeat failed")
+
+
+class _DriverErrors:
+    """``with store._errors:`` turns driver errors into ours around one call."""
+
+    __slots__ = ("store",)
+
+    def __init__(self, store: MongoStore) -> None:
+        self.store = store
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        store = self.store
+        if exc is None:
+            if not store._connected:
+                store._mark_connected(reason="operation succeeded")
+            return
+        if isinstance(exc, ConnectionFailure) or (
+            isinstance(exc, PyMongoError) and exc.timeout
+        ):
+            store._lost(exc)
+            raise StoreUnavailableError(f"MongoDB cannot be reached: {exc}") from exc
+        if isinstance(exc, (bson.errors.InvalidDocument, OverflowError)):
+            raise SessionSerializationError(
+                f"session data cannot be stored in MongoDB: {exc}"
+            ) from exc
+        if isinstance(exc, PyMongoError):
+            raise SessionError(f"MongoDB refused the operation: {exc}") from exc
+
+
+class MongoStore(Store):
+    """Keeps sessions in a MongoDB collection; see the module docstring.
+
+    ``collection`` is a PyMongo async collection
+    (``pymongo.AsyncMongoClient(...)["app"]["sessions"]``) or a Motor one
+    (``motor.motor_asyncio`` or ``motor.motor_tornado``); the store never
+    closes its client.  `from_uri` builds the client too (and `close` closes
+    it).
+
+    ``create_ttl_index=False`` leaves index creation to you (for a user
+    without the ``createIndex`` privilege); the ``expires > now`` filter keeps
+    expired sessions out either way.  ``probe_interval`` is how often a store
+    without a `ConnectionMonitor` pings the server during an outage.
+    """
+
+    def __init__(
+        self,
+        collection: Any,
+        *,
+        clock: Clock = time.time,
+        create_ttl_index: bool = True,
+        probe_interval: float = 0.5,
+    ) -> None:
+        _require_pymongo()
+        if not isinstance(collection, _ClientSpec) and not all(
+            hasattr(collection, name) for name in ("find_one", "update_one", "database")
+        ):
+            raise SessionOptionError(
+                f"MongoStore(collection={collection!r}): expected a PyMongo async or Motor "
+                "collection, e.g. pymongo.AsyncMongoClient(uri)['app']['sessions']"
+            )
+        if isinstance(probe_interval, bool) or not isinstance(probe_interval, (int, float)) or (
+            probe_interval <= 0
+        ):
+            raise SessionOptionError(
+                f"MongoStore(probe_interval={probe_interval!r}): "
+                "expected a positive number of seconds"
+            )
+        super().__init__(clock=clock)
+        self.probe_interval = float(probe_interval)
+        #: The collection (with the store's codec options) and its client;
+        #: ``None`` until first use for a store built by `from_uri` outside a loop.
+        self.collection: Any = None
+        self.client: Any = None
+        #: The `ConnectionMonitor` found among the client's listeners, if any.
+        self.monitor: ConnectionMonitor | None = None
+        self._deferred: _ClientSpec | None = None
+        self._owns_client = False
+        self._create_ttl_index = create_ttl_index
+        self._ready = False
+        self._setup_task: asyncio.Future[None] | None = None
+        self._probe_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self._errors = _DriverErrors(self)
+        if isinstance(collection, _ClientSpec):
+            self._deferred = collection
+            self._owns_client = True
+        else:
+            self._bind(collection)
+
+    def _bind(self, collection: Any) -> None:
+        # Our own codec options, whatever the client's: plain dicts, UTC datetimes.
+        self.collection = collection.with_options(
+            codec_options=CodecOptions(document_class=dict, tz_aware=True, tzinfo=_UTC)
+        )
+        self.client = collection.database.client
+        for listener in getattr(self.client.options, "event_listeners", ()):
+            if isinstance(listener, ConnectionMonitor):
+                self.monitor = listener
+                listener.attach(self)
+                break
+
+    @classmethod
+    def from_uri(
+        cls,
+        uri: str,
+        database: str | None = None,
+        collection: str = "sessions",
+        *,
+        clock: Clock = time.time,
+        create_ttl_index: bool = True,
+        **client_options: Any,
+    ) -> MongoStore:
+        """Build a store on a new `pymongo.AsyncMongoClient` that the store owns.
+
+        The database is ``database`` when given, else the one the URI names
+        (``mongodb://host/app`` uses ``app``), else ``"tornado_session"``.
+        ``client_options`` go to the client; a `ConnectionMonitor` is added to
+        its ``event_listeners``.  The client is created on first use, inside the
+        event loop (PyMongo's async client with listeners must be), so a store
+        can be built at import time or before the IOLoop starts.  `close`
+        closes the client.
+        """
+        _require_pymongo()
+        spec = _ClientSpec(uri, database, collection, client_options)
+        return cls(spec, clock=clock, create_ttl_index=create_ttl_index)
+
+    def _open(self) -> None:
+        """Create the client of a `from_uri` store (inside the loop, as PyMongo needs)."""
+        spec, self._deferred = self._deferred, None
+        if spec is None:
+            return
+        options = dict(spec.options)
+        listeners = [*options.pop("event_listeners", ()), ConnectionMonitor()]
+        client: Any = pymongo.AsyncMongoClient(spec.uri, event_listeners=listeners, **options)
+        database = spec.database
+        if database is None:
+            database = client.get_default_database(default="tornado_session").name
+        self._bind(client[database][spec.collection])
+
+    @staticmethod
+    def listener() -> ConnectionMonitor:
+        """A new `ConnectionMonitor`, for the ``event_listeners`` of a client you build."""
+        return ConnectionMonitor()
+
+    # -- set-up -----------------------------------------------------------------
+
+    async def setup(self) -> None:
+        """Create the TTL index on ``expires`` (``expireAfterSeconds=0``).
+
+        Idempotent: an existing index with the same options is fine.  One on
+        ``expires`` with other options raises `SessionError` saying so.  Run
+        once, lazily, by the first operation; call it at start-up to fail early.
+        """
+        self._open()
+        with self._errors:
+            try:
+                await self.collection.create_index([("expires", 1)], expireAfterSeconds=0)
+            except OperationFailure as exc:
+                if exc.code not in _INDEX_CONFLICTS:
+                    raise
+                raise SessionError(
+                    f"MongoStore: collection {self.collection.full_name!r} already has an index "
+                    "on 'expires' with other options; drop it, or create it with "
+                    "expireAfterSeconds=0 and pass create_ttl_index=False"
+                ) from exc
+        self._ready = True
+
+    async def _ensure_ready(self) -> None:
+        """Run once before the first operation: the client, then `setup`."""
+        self._loop = asyncio.get_running_loop()
+        if self._ready:
+            return
+        if not self._create_ttl_index:
+            self._open()
+            self._ready = True
+            return
+        task = self._setup_task
+        if task is None or (task.done() and (task.cancelled() or task.exception())):
+            task = self._setup_task = asyncio.ensure_future(self.setup())
+            task.add_done_callback(_retrieve)
+        await asyncio.shield(task)
+
+    # -- the protocol -------------------------------------------------------------
+
+    async def get(
+        self, key: str, max_age: float, *, rolling: bool = False
+    ) -> dict[str, Any] | None:
+        """Return the live data under ``key``, or ``None`` (expired reads as ``None``)."""
+        await self._ensure_ready()
+        with self._errors:
+            document = await self.collection.find_one(
+                {"_id": key, "expires": {"$gt": self._now()}}, {"data": 1, "_id": 0}
+            )
+        if document is None:
+            return None
+        data: dict[str, Any] = serializers.unescape_field_names(
+            document.get("data") or {}, _from_bson
+        )
+        return data
+
+    async def set(
+        self,
+        key: str,
+        data: Mapping[str, Any],
+        max_age: float,
+        *,
+        rolling: bool = False,
+        changed: bool = True,
+        previous: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Write ``data`` in one round trip; see `Store.set` and the module docstring."""
+        await self._ensure_ready()
+        expires = self._datetime(self.expires_at(max_age))
+        if not changed:
+            return await self._update(key, {"$set": {"expires": expires}})
+        try:
+            return await self._write(key, data, expires, previous)
+        except SessionSerializationError as exc:
+            if exc.key is None:  # find the key, in JSON's words
+                serializers.dumps(data)
+            raise
+
+    async def _write(
+        self,
+        key: str,
+        data: Mapping[str, Any],
+        expires: datetime.datetime,
+        previous: Mapping[str, Any] | None,
+    ) -> bool:
+        if previous is None:
+            document = {"_id": key, "data": _escape(dict(data)), "expires": expires}
+            with self._errors:
+                await self.collection.replace_one({"_id": key}, document, upsert=True)
+            return True
+        to_set, to_unset = serializers.changed_keys(previous, data)
+        update: dict[str, Any] = {
+            "$set": {
+                "expires": expires,
+                **{"data." + serializers.escape_field_name(name): _escape(value)
+                   for name, value in to_set.items()},
+            }
+        }
+        if to_unset:
+            update["$unset"] = {
+                "data." + serializers.escape_field_name(name): "" for name in to_unset
+            }
+        return await self._update(key, update)
+
+    async def touch(self, key: str, max_age: float) -> bool:
+        """Extend a live record's expiry with one update; ``False`` when there is none."""
+        await self._ensure_ready()
+        return await self._update(
+            key, {"$set": {"expires": self._datetime(self.expires_at(max_age))}}
+        )
+
+    async def destroy(self, key: str) -> None:
+        """Delete the record under ``key``."""
+        await self._ensure_ready()
+        with self._errors:
+            await self.collection.delete_one({"_id": key})
+
+    async def destroy_all(self, **match: Any) -> int:
+        """Destroy every live session whose data has these top-level values.
+
+        ``destroy_all(user_id=42)`` deletes with ``{"data.user_id": 42}``; give
+        it an index (``create_index("data.user_id")``) so it does not scan the
+        collection.  A value is matched as a whole: a list matches an equal
+        list, and a scalar does not match a list that contains it.
+        """
+        await self._ensure_ready()
+        query: dict[str, Any] = {"expires": {"$gt": self._now()}}
+        for name, value in match.items():
+            field = "data." + serializers.escape_field_name(name)
+            value = _escape(value)
+            # Present (``None`` must not match a missing key) and equal; a scalar
+            # must not match an array that merely contains it.
+            query[field] = {"$exists": True, "$eq": value}
+            if not isinstance(value, list):
+                query[field]["$not"] = {"$type": "array"}
+        with self._errors:
+            result = await self.collection.delete_many(query)
+        return int(result.deleted_count)
+
+    async def count(self) -> int:
+        """Return how many live sessions the collection holds."""
+        await self._ensure_ready()
+        with self._errors:
+            found = await self.collection.count_documents({"expires": {"$gt": self._now()}})
+        return int(found)
+
+    async def clear(self) -> None:
+        """Delete every session in the collection."""
+        await self._ensure_ready()
+        with self._errors:
+            await self.collection.delete_many({})
+
+    async def close(self) -> None:
+        """Stop probing, and close the client if `from_uri` created it."""
+        self._closed = True
+        if self.monitor is not None:
+            self.monitor.detach(self)
+        probe, self._probe_task = self._probe_task, None
+        if probe is not None and not probe.done():
+            probe.cancel()
+            await asyncio.gather(probe, return_exceptions=True)
+        self._deferred = None
+        if self._owns_client and self.client is not None:
+            self._owns_client = False
+            closing = self.client.close()
+            if inspect.isawaitable(closing):
+                await closing
+
+    # -- internals ----------------------------------------------------------------
+
+    def _now(self) -> datetime.datetime:
+        return self._datetime(self.clock())
+
+    @staticmethod
+    def _datetime(timestamp: float) -> datetime.datetime:
+        # BSON datetimes hold milliseconds: round here so what we send is exact.
+        return datetime.datetime.fromtimestamp(round(timestamp, 3), tz=_UTC)
+
+    async def _update(self, key: str, update: dict[str, Any]) -> bool:
+        """Update the live record under ``key`` (no upsert); whether one was there."""
+        with self._errors:
+            result = await self.collection.update_one(
+                {"_id": key, "expires": {"$gt": self._now()}}, update
+            )
+        return bool(result.matched_count)
+
+    def _lost(self, exc: BaseException) -> None:
+        """A driver connection error: disconnected until a ping (or the monitor) says otherwise."""
+        self._mark_disconnected(reason=type(exc).__name__, error=str(exc))
+        if self._closed or (self._probe_task is not None and not self._probe_task.done()):
+            return
+        self._probe_task = asyncio.get_running_loop().create_task(self._probe())
+
+    async def _probe(self) -> None:
+        while not self._connected and not self._closed:
+            try:
+                await self.collection.database.command("ping")
+            except PyMongoError:
+                await asyncio.sleep(self.probe_interval)
+                continue
+            self._mark_connected(reason="ping succeeded")
+
+    def _from_monitor(self, up: bool, reason: str) -> None:
+        """News from the `ConnectionMonitor`, possibly on one of PyMongo's threads."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is not loop:
+                try:
+                    loop.call_soon_threadsafe(self._apply, up, reason)
+                    return
+                except RuntimeError:  # the loop closed meanwhile
+                    pass
+        self._apply(up, reason)
+
+    def _apply(self, up: bool, reason: str) -> None:
+        if self._closed:
+            return
+        if up:
+            self._mark_connected(reason=reason)
+        else:
+            self._mark_disconnected(reason=reason)
+
+
+class _ClientSpec(NamedTuple):
+    """What `MongoStore.from_uri` needs to build its client on first use."""
+
+    uri: str
+    database: str | None
+    collection: str
+    options: dict[str, Any]
+
+
+def _escape(value: Any) -> Any:
+    """Field names escaped for MongoDB; a non-str key is a serialisation error."""
+    try:
+        return serializers.escape_field_names(value)
+    except TypeError as exc:
+        raise SessionSerializationError(
+            f"session data has a key that is not a string: {exc}"
+        ) from exc
+
+
+def _from_bson(value: Any) -> Any:
+    """A BSON value as JSON's type: ``Int64`` (how 64-bit ints come back) as ``int``."""
+    return int(value) if type(value) is bson.int64.Int64 else value
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    """Mark a set-up task's exception as seen; the callers that awaited it got it."""
+    if not task.cancelled():
+        task.exception()
