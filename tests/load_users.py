@@ -1,0 +1,161 @@
+"""Simulated users of the login example, for the load, soak and fault tests.
+
+`load_app` is `examples.login.make_app` with the accounts made in advance (one
+scrypt hash shared by all, computed once: the load is on the sessions, not on
+scrypt) and three routes added for measuring:
+
+* ``GET /count``: a logged-in user's counter, kept in the session, plus one;
+  403 when the session is not logged in (a lost session shows as 403);
+* ``GET /count-read``: the counter, without changing it;
+* ``GET /ping``: a handler that never touches the session.
+
+`User` is one browser (its own cookie jar, ``_xsrf`` from the cookie) driven
+over real HTTP: it logs in through the example's form, then counts.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.cookies
+import os
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import tornado.web
+from tornado.httpclient import AsyncHTTPClient, HTTPResponse
+
+from examples import login
+from tests.base import cookie_expired
+from tornado_session import SessionMixin, SessionOptions
+from tornado_session.stores import Store
+
+PASSWORD = "load-test password"
+SECRET = "load-test-secret-" + "l" * 40
+
+
+@functools.cache
+def password_hash() -> str:
+    """One scrypt hash for every simulated account (scrypt is made to be slow)."""
+    return login.hash_password(PASSWORD)
+
+
+class Count(login.BaseHandler):
+    def get(self) -> None:
+        if not self.current_user:
+            raise tornado.web.HTTPError(403)
+        self.session["n"] = self.session.get("n", 0) + 1
+        self.write(str(self.session["n"]))
+
+
+class CountRead(login.BaseHandler):
+    def get(self) -> None:
+        if not self.current_user:
+            raise tornado.web.HTTPError(403)
+        self.write(str(self.session.get("n", 0)))
+
+
+class Ping(SessionMixin, tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.write("pong")
+
+
+async def load_app(store: Store, users: int, **options: Any) -> tornado.web.Application:
+    """The login example on ``store``, with ``users`` accounts ``user0``... made."""
+    accounts = login.MemoryUsers()
+    for number in range(users):
+        await accounts.add(f"user{number}", password_hash())
+    app = login.make_app(
+        cookie_secret=SECRET, session=SessionOptions(store=store, **options), users=accounts
+    )
+    app.wildcard_router.add_rules(
+        [(r"/count", Count), (r"/count-read", CountRead), (r"/ping", Ping)]
+    )
+    return app
+
+
+@dataclass
+class Outcome:
+    """What one request got: when (monotonic, at the answer), the path, status and body."""
+
+    at: float
+    path: str
+    code: int
+    body: bytes
+    retry_after: str | None
+
+
+@dataclass
+class User:
+    """One browser: a cookie jar, driven over HTTP against ``base_url``."""
+
+    base_url: str
+    name: str
+    client: AsyncHTTPClient
+    jar: dict[str, str] = field(default_factory=dict)
+    outcomes: list[Outcome] = field(default_factory=list)
+    counted: int = 0  # /count answers 200: the counter the session must hold
+
+    async def request(self, method: str, path: str, form: dict[str, str] | None = None,
+                      *, cookies: bool = True, timeout: float = 30) -> HTTPResponse:
+        headers = {}
+        if cookies and self.jar:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.jar.items())
+        body = None
+        if method == "POST":
+            fields = {**(form or {}), "_xsrf": self.jar.get("_xsrf", "")}
+            body = urllib.parse.urlencode(fields)
+        response = await self.client.fetch(
+            self.base_url + path, method=method, headers=headers, body=body,
+            follow_redirects=False, raise_error=False, request_timeout=timeout,
+        )
+        self.outcomes.append(Outcome(time.monotonic(), path, response.code, response.body,
+                                     response.headers.get("Retry-After")))
+        if cookies:
+            for header in response.headers.get_list("Set-Cookie"):
+                jar: http.cookies.SimpleCookie = http.cookies.SimpleCookie()
+                jar.load(header)
+                for name, morsel in jar.items():
+                    if cookie_expired(morsel):
+                        self.jar.pop(name, None)
+                    else:
+                        self.jar[name] = morsel.coded_value
+        return response
+
+    async def log_in(self) -> None:
+        """Through the example's own pages: the form, then the POST (302 to /profile)."""
+        page = await self.request("GET", "/login")
+        assert page.code == 200, page.code
+        done = await self.request("POST", "/login", {"username": self.name,
+                                                     "password": PASSWORD})
+        assert done.code == 302 and done.headers["Location"] == "/profile", done.code
+        profile = await self.request("GET", "/profile")
+        assert profile.code == 200 and self.name.encode() in profile.body, profile.code
+
+    async def count(self) -> int:
+        """One ``/count``; returns the status.  A 200 must be exactly one more."""
+        response = await self.request("GET", "/count")
+        if response.code == 200:
+            self.counted += 1
+            assert int(response.body) == self.counted, (self.name, response.body, self.counted)
+        return response.code
+
+    async def counter(self) -> int:
+        response = await self.request("GET", "/count-read")
+        assert response.code == 200, (self.name, response.code)
+        return int(response.body)
+
+
+def report(name: str, **figures: Any) -> None:
+    """Append one JSON line of figures to ``$RELIABILITY_REPORT`` (scripts/soak.sh sets it)."""
+    path = os.environ.get("RELIABILITY_REPORT")
+    if path:
+        with open(path, "ab") as out:
+            out.write(orjson.dumps({"test": name, **figures}) + b"\n")
+
+
+def server_errors(users: list[User]) -> list[Outcome]:
+    """Every answer of 500 or more."""
+    return [o for user in users for o in user.outcomes if o.code >= 500]
