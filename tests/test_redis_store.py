@@ -185,6 +185,21 @@ class TestCommandsSent(RedisCase):
         self.assertEqual(await self.store.get("k", 60), {"n": 2})
 
     @gen_test
+    async def test_a_new_store_sends_the_script_only_if_the_server_lacks_it(self) -> None:
+        with self.monitor() as monitor:
+            await self.store.set("k", {"n": 1}, 60)
+        self.assertEqual(
+            [command.split(" ")[0] for command in monitor.sent()], ["EVALSHA", "SCRIPT", "EVALSHA"]
+        )
+        second = RedisStore.from_url(self.redis_server.url)  # another process, say
+        try:
+            with self.monitor() as monitor:
+                self.assertTrue(await second.set("k", {"n": 2}, 60, previous={"n": 1}))
+            self.assertEqual([command.split(" ")[0] for command in monitor.sent()], ["EVALSHA"])
+        finally:
+            await second.close()
+
+    @gen_test
     async def test_bulk_operations_scan_the_namespace_and_never_use_keys(self) -> None:
         for i in range(1200):  # several SCAN pages
             await self.store.set(f"s{i}", {"user_id": i % 3}, 60)

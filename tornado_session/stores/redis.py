@@ -33,6 +33,7 @@ is, so ``import tornado_session`` works without it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import time
@@ -85,6 +86,8 @@ end
 redis.call('PEXPIRE', key, ARGV[1])
 return 1
 """
+
+_WRITE_SHA = hashlib.sha1(_WRITE_SCRIPT.encode("utf-8")).hexdigest()
 
 
 def _redis_modules() -> tuple[Any, Any]:
@@ -180,7 +183,6 @@ class RedisStore(Store):
         )
         self._redis_error: type[Exception] = exceptions.RedisError
         self._no_script: type[Exception] = exceptions.NoScriptError
-        self._script_sha: str | None = None
         self._pattern = _escape_glob(namespace) + "*"
 
     @classmethod
@@ -356,18 +358,20 @@ class RedisStore(Store):
     async def _write(
         self, name: str, ttl: int, mode: str, pairs: list[bytes], unset: list[str]
     ) -> int:
-        """Run the write script: one ``EVALSHA`` (plus ``SCRIPT LOAD`` when Redis lost it)."""
+        """Run the write script: one ``EVALSHA`` (plus ``SCRIPT LOAD`` when Redis lacks it).
+
+        The script's SHA is known in advance, so a process whose server already
+        has the script (another process loaded it) never sends it.
+        """
         args = (ttl, mode, len(pairs) // 2, *pairs, *unset)
-        sha = self._script_sha
-        if sha is not None:
-            try:
-                return int(await self._call(self.client.evalsha, sha, 1, name, *args))
-            except SessionError as exc:
-                if not isinstance(exc.__cause__, self._no_script):
-                    raise
-        # First use, or the server restarted and forgot the script.
-        self._script_sha = await self._call(self.client.script_load, _WRITE_SCRIPT)
-        return int(await self._call(self.client.evalsha, self._script_sha, 1, name, *args))
+        try:
+            return int(await self._call(self.client.evalsha, _WRITE_SHA, 1, name, *args))
+        except SessionError as exc:
+            if not isinstance(exc.__cause__, self._no_script):
+                raise
+        # First use on this server, or it restarted and forgot the script.
+        await self._call(self.client.script_load, _WRITE_SCRIPT)
+        return int(await self._call(self.client.evalsha, _WRITE_SHA, 1, name, *args))
 
     @staticmethod
     def _encode(data: Mapping[str, Any], names: Iterable[str]) -> list[bytes]:
