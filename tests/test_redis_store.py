@@ -17,7 +17,12 @@ import redis.asyncio
 from tornado.testing import AsyncTestCase, ExpectLog, gen_test
 
 from tests.redis_server import RedisServerCase
-from tornado_session.errors import SessionError, SessionOptionError, StoreUnavailableError
+from tornado_session.errors import (
+    SessionError,
+    SessionOptionError,
+    SessionSerializationError,
+    StoreUnavailableError,
+)
 from tornado_session.stores import RedisStore
 from tornado_session.testing import StoreContract
 
@@ -305,6 +310,14 @@ class TestNamespace(RedisCase):
             self.assertIsNone(await self.store.get("bad", 60))
         with ExpectLog("tornado_session.stores.redis", ".*does not decode"):
             self.assertIsNone(await self.store.get("bad-name", 60))
+
+    @gen_test
+    async def test_value_that_is_not_json_replacing_a_stored_one_names_its_key(self) -> None:
+        await self.store.set("k", {"a": 1, "b": 2}, 60)
+        with self.assertRaises(SessionSerializationError) as caught:
+            await self.store.set("k", {"a": object(), "b": 3}, 60, previous={"a": 1, "b": 2})
+        self.assertEqual(caught.exception.key, "a")
+        self.assertEqual(await self.store.get("k", 60), {"a": 1, "b": 2})
 
     @gen_test
     async def test_a_key_of_another_type_raises_our_error(self) -> None:

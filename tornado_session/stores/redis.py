@@ -276,7 +276,11 @@ class RedisStore(Store):
         if previous is None:
             pairs = self._encode(data, data.keys())
             return bool(await self._write(name, ttl, "new", [MARKER, _LAYOUT, *pairs], []))
-        to_set, to_unset = serializers.changed_keys(previous, data)
+        try:
+            to_set, to_unset = serializers.changed_keys(previous, data)
+        except TypeError:  # a value that is not JSON replaced a stored one
+            serializers.dumps(data)  # raises SessionSerializationError naming the key
+            raise
         if not to_set and not to_unset:
             return bool(await self._call(self.client.pexpire, name, ttl))
         pairs = self._encode(data, to_set.keys())
