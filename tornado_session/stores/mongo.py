@@ -29,7 +29,7 @@ Every operation is one round trip:
 The TTL index is created by `MongoStore.setup`, run once on first use.
 
 Outages: a `ConnectionMonitor` among the client's ``event_listeners`` reports
-PyMongo's own view of the deployment (heartbeats and topology changes), so the
+PyMongo's own view of the deployment (its server heartbeats), so the
 store emits ``disconnect`` as soon as no writable server is left and
 ``connect`` when one is back, without any request being made.
 `MongoStore.from_uri` installs one; for a client you build, pass
@@ -48,6 +48,7 @@ import asyncio
 import datetime
 import inspect
 import logging
+import threading
 import time
 import weakref
 from collections.abc import Mapping
@@ -74,15 +75,11 @@ try:
 except ImportError as exc:  # checked when a store is built
     _IMPORT_ERROR: ImportError | None = exc
 
-    class _TopologyListener:
-        pass
-
     class _HeartbeatListener:
         pass
 
 else:
     _IMPORT_ERROR = None
-    _TopologyListener = monitoring.TopologyListener  # type: ignore[misc,assignment]
     _HeartbeatListener = monitoring.ServerHeartbeatListener  # type: ignore[misc,assignment]
 
 logger = logging.getLogger(__name__)
@@ -99,7 +96,7 @@ def _require_pymongo() -> None:
         raise ImportError(_INSTALL_HINT) from _IMPORT_ERROR
 
 
-class ConnectionMonitor(_TopologyListener, _HeartbeatListener):
+class ConnectionMonitor(_HeartbeatListener):
     """A PyMongo event listener that tells stores when MongoDB comes and goes.
 
     Pass it in the client's ``event_listeners`` (PyMongo only takes listeners
@@ -108,18 +105,22 @@ class ConnectionMonitor(_TopologyListener, _HeartbeatListener):
         client = pymongo.AsyncMongoClient(uri, event_listeners=[MongoStore.listener()])
         store = MongoStore(client["app"]["sessions"])
 
-    The store finds it among the client's options.  It reports ``disconnect``
-    when the last writable server's heartbeat fails or the topology is left
-    with no writable server, and ``connect`` as soon as a heartbeat finds a
-    writable server again.  PyMongo calls listeners on its own threads for
-    synchronous (and Motor) clients; the stores move the news onto their event
-    loop.
+    The store finds it among the client's options.  It follows the driver's
+    heartbeats, which PyMongo sends every ``heartbeatFrequencyMS`` whether or
+    not requests are made, and which it publishes at once: MongoDB is up while
+    the last heartbeat of at least one server found it writable (a standalone,
+    a primary or a mongos), and down when none did.  (Topology events would
+    come through a queue, up to a second late, and would make closing the
+    client wait for that queue's thread.)  PyMongo calls listeners on its own
+    threads for synchronous (and Motor) clients; the stores move the news onto
+    their event loop.
     """
 
     def __init__(self) -> None:
         _require_pymongo()
         self._stores: weakref.WeakSet[MongoStore] = weakref.WeakSet()
-        self._description: Any = None
+        self._lock = threading.Lock()
+        self._writable: dict[Any, bool] = {}
         #: The last state reported: ``True`` up, ``False`` down, ``None`` not known yet.
         self.up: bool | None = None
 
@@ -133,29 +134,16 @@ class ConnectionMonitor(_TopologyListener, _HeartbeatListener):
         """Stop reporting to ``store``."""
         self._stores.discard(store)
 
-    def _report(self, up: bool, reason: str) -> None:
-        if self.up is up:
-            return
-        self.up = up
-        for store in list(self._stores):
+    def _heard(self, address: Any, writable: bool, reason: str) -> None:
+        with self._lock:
+            self._writable[address] = writable
+            up = any(self._writable.values())
+            if up is self.up:
+                return
+            self.up = up
+            stores = list(self._stores)
+        for store in stores:
             store._from_monitor(up, reason)
-
-    # -- TopologyListener -----------------------------------------------------
-
-    def opened(self, event: Any) -> None:
-        """Part of PyMongo's listener protocol; nothing to do."""
-
-    def description_changed(self, event: Any) -> None:
-        """Follow the topology: no writable server after a failure means down."""
-        description = event.new_description
-        self._description = description
-        if description.has_writable_server():
-            self._report(True, "writable server found")
-        elif any(sd.error is not None for sd in description.server_descriptions().values()):
-            self._report(False, "no writable server")
-
-    def closed(self, event: Any) -> None:
-        """Part of PyMongo's listener protocol; a closed client is not an outage."""
 
     # -- ServerHeartbeatListener ----------------------------------------------
 
@@ -163,22 +151,12 @@ class ConnectionMonitor(_TopologyListener, _HeartbeatListener):
         """Part of PyMongo's listener protocol; nothing to do."""
 
     def succeeded(self, event: Any) -> None:
-        """A writable server answered: connected (faster than the topology event)."""
-        if event.reply.is_writable:
-            self._report(True, "heartbeat succeeded")
+        """A server answered its heartbeat; up if it takes writes."""
+        self._heard(event.connection_id, bool(event.reply.is_writable), "heartbeat succeeded")
 
     def failed(self, event: Any) -> None:
-        """The only writable server known stopped answering: disconnected."""
-        description = self._description
-        if description is None or self.up is False:
-            return
-        writable = [
-            address
-            for address, sd in description.server_descriptions().items()
-            if sd.is_writable
-        ]
-        if writable == [event.connection_id]:
-            self._report(False, "heartbeat failed")
+        """A server did not answer its heartbeat; down if no other one takes writes."""
+        self._heard(event.connection_id, False, "heartbeat failed")
 
 
 class _DriverErrors:

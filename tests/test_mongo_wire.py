@@ -1,0 +1,256 @@
+"""MongoStore at the wire: the exact commands it sends, seen by MockupDB."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tornado.testing import AsyncTestCase, ExpectLog, gen_test
+
+from tests.base import COOKIE, SessionTestCase
+from tests.mongo_mock import MockMongo, bson_datetime
+from tornado_session import SessionError, StoreUnavailableError
+from tornado_session.stores import MongoStore
+from tornado_session.testing import FakeClock
+
+NOW = 1_700_000_000.25
+
+
+class WireCase(AsyncTestCase):
+    mock: MockMongo
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        cls.mock = MockMongo()
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.mock.stop()
+        super().tearDownClass()
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.mock.reset()
+        self.clock = FakeClock(NOW)
+        self.store = MongoStore.from_uri(
+            self.mock.uri, clock=self.clock, serverSelectionTimeoutMS=3000
+        )
+
+    def tearDown(self) -> None:
+        self.io_loop.run_sync(self.store.close)
+        super().tearDown()
+
+    def only_update(self) -> dict[str, Any]:
+        (command,) = self.mock.of("update")
+        (update,) = command["updates"]
+        return dict(update)
+
+
+class TestWireCommands(WireCase):
+    @gen_test
+    async def test_ttl_index_is_created_once_before_the_first_operations(self) -> None:
+        await asyncio.gather(*(self.store.get(f"k{i}", 60) for i in range(5)))
+        self.assertEqual(self.mock.names(), ["createIndexes"] + ["find"] * 5)
+        (command,) = self.mock.of("createIndexes")
+        self.assertEqual(command["createIndexes"], "sessions")
+        self.assertEqual(
+            command["indexes"],
+            [{"key": {"expires": 1}, "name": "expires_1", "expireAfterSeconds": 0}],
+        )
+
+    @gen_test
+    async def test_explicit_setup_is_not_repeated_on_first_use(self) -> None:
+        await self.store.setup()
+        await self.store.get("k", 60)
+        self.assertEqual(self.mock.names(), ["createIndexes", "find"])
+
+    @gen_test
+    async def test_read_filters_on_expires_after_now(self) -> None:
+        await self.store.setup()
+        await self.store.get("k1", 60)
+        self.clock.advance(100)
+        await self.store.get("k1", 60)
+        first, second = self.mock.of("find")
+        self.assertEqual(first["filter"], {"_id": "k1", "expires": {"$gt": bson_datetime(NOW)}})
+        self.assertEqual(second["filter"]["expires"], {"$gt": bson_datetime(NOW + 100)})
+        self.assertEqual(first["projection"], {"data": 1, "_id": 0})
+        self.assertEqual(first["limit"], 1)
+
+    @gen_test
+    async def test_new_session_is_one_upsert_of_the_whole_document(self) -> None:
+        await self.store.setup()
+        self.mock.clear()
+        self.assertTrue(await self.store.set("k1", {"n": 1, "a.b": {"$c": 2}}, 60))
+        self.assertEqual(self.mock.names(), ["update"])
+        update = self.only_update()
+        self.assertEqual(update["q"], {"_id": "k1"})
+        self.assertEqual(update["u"], {
+            "_id": "k1",
+            "data": {"n": 1, "a%2Eb": {"%24c": 2}},
+            "expires": bson_datetime(NOW + 60),
+        })
+        self.assertTrue(update["upsert"])
+
+    @gen_test
+    async def test_update_sets_and_unsets_only_the_changed_keys_of_a_live_record(self) -> None:
+        await self.store.setup()
+        self.mock.documents["k1"] = {"_id": "k1", "data": {"a": 1, "b": 2, "d": 5}}
+        self.mock.clear()
+        written = await self.store.set(
+            "k1", {"a": 1, "b": 3, "c": [4]}, 60, previous={"a": 1, "b": 2, "d": 5}
+        )
+        self.assertTrue(written)
+        update = self.only_update()
+        self.assertEqual(update["q"], {"_id": "k1", "expires": {"$gt": bson_datetime(NOW)}})
+        self.assertEqual(update["u"], {
+            "$set": {"expires": bson_datetime(NOW + 60), "data.b": 3, "data.c": [4]},
+            "$unset": {"data.d": ""},
+        })
+        self.assertFalse(update["upsert"])
+
+    @gen_test
+    async def test_update_of_a_vanished_record_writes_nothing_and_says_so(self) -> None:
+        await self.store.setup()
+        self.assertFalse(await self.store.set("gone", {"n": 2}, 60, previous={"n": 1}))
+        self.assertFalse(self.only_update()["upsert"])
+        self.assertNotIn("gone", self.mock.documents)
+
+    @gen_test
+    async def test_unchanged_rolling_write_and_touch_set_only_the_expiry(self) -> None:
+        await self.store.setup()
+        self.mock.documents["k1"] = {"_id": "k1", "data": {"n": 1}}
+        await self.store.set("k1", {"n": 1}, 60, changed=False, previous={"n": 1})
+        self.clock.advance(5)
+        self.assertTrue(await self.store.touch("k1", 90))
+        first, second = (command["updates"][0] for command in self.mock.of("update"))
+        self.assertEqual(first["u"], {"$set": {"expires": bson_datetime(NOW + 60)}})
+        self.assertEqual(second["u"], {"$set": {"expires": bson_datetime(NOW + 95)}})
+        self.assertEqual(second["q"], {"_id": "k1", "expires": {"$gt": bson_datetime(NOW + 5)}})
+        self.assertFalse(second["upsert"])
+
+    @gen_test
+    async def test_destroy_all_matches_present_equal_values_of_live_sessions(self) -> None:
+        await self.store.setup()
+        await self.store.destroy_all(user_id=42, **{"a.b": [1]})
+        (command,) = self.mock.of("delete")
+        (delete,) = command["deletes"]
+        self.assertEqual(delete["q"], {
+            "expires": {"$gt": bson_datetime(NOW)},
+            "data.user_id": {"$exists": True, "$eq": 42, "$not": {"$type": "array"}},
+            "data.a%2Eb": {"$exists": True, "$eq": [1]},
+        })
+        self.assertEqual(delete["limit"], 0)
+
+
+class TestWireErrors(WireCase):
+    @gen_test
+    async def test_network_error_is_store_unavailable_and_reported_until_the_server_answers(
+        self,
+    ) -> None:
+        await self.store.setup()
+        events: list[str] = []
+        self.store.on("disconnect", lambda payload: events.append("disconnect"))
+        self.store.on("connect", lambda payload: events.append("connect"))
+        self.mock.fail.add("find")
+        with self.assertRaises(StoreUnavailableError):
+            await self.store.get("k1", 60)
+        self.assertEqual(events, ["disconnect"])
+        self.assertFalse(self.store.connected)
+        self.assertTrue(await self.store.wait_connected(5))
+        self.assertEqual(events, ["disconnect", "connect"])
+
+    @gen_test
+    async def test_command_error_is_a_session_error_not_an_outage(self) -> None:
+        await self.store.setup()
+        self.mock.refuse["find"] = 2  # BadValue
+        with self.assertRaises(SessionError) as caught:
+            await self.store.get("k1", 60)
+        self.assertNotIsInstance(caught.exception, StoreUnavailableError)
+        self.assertIn("refused by the test", str(caught.exception))
+        self.assertTrue(self.store.connected)
+
+    @gen_test
+    async def test_index_with_other_options_names_the_conflict(self) -> None:
+        self.mock.refuse["createIndexes"] = 85  # IndexOptionsConflict
+        with self.assertRaises(SessionError) as caught:
+            await self.store.setup()
+        self.assertIn("already has an index on 'expires' with other options", str(caught.exception))
+        self.assertIn("create_ttl_index=False", str(caught.exception))
+
+    @gen_test
+    async def test_create_ttl_index_false_sends_no_create_indexes(self) -> None:
+        store = MongoStore.from_uri(self.mock.uri, create_ttl_index=False, clock=self.clock)
+        try:
+            await store.get("k1", 60)
+        finally:
+            await store.close()
+        self.assertEqual(self.mock.names(), ["find"])
+
+
+class MockHTTPCase(SessionTestCase):
+    """The HTTP flow against a MongoStore on MockupDB."""
+
+    mock: MockMongo
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        cls.mock = MockMongo()
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.mock.stop()
+        super().tearDownClass()
+
+    def make_store(self) -> MongoStore:
+        self.mock.reset()
+        return MongoStore.from_uri(self.mock.uri, clock=self.clock, serverSelectionTimeoutMS=3000)
+
+    def tearDown(self) -> None:
+        assert self.store is not None
+        self.io_loop.run_sync(self.store.close)
+        super().tearDown()
+
+
+class TestWireHTTP(MockHTTPCase):
+    def test_unchanged_session_is_read_and_never_written(self) -> None:
+        self.assertEqual(self.fetch("/count").body, b"1")
+        self.assertEqual(self.mock.names(), ["createIndexes", "update"])
+        self.mock.clear()
+        self.assertEqual(self.fetch("/read").body, b"1")
+        self.assertEqual(self.fetch("/read").body, b"1")
+        self.assertEqual(self.mock.names(), ["find", "find"])
+
+    def test_failed_write_answers_503_never_200(self) -> None:
+        self.mock.fail.add("update")
+        with ExpectLog("tornado_session.mixin", ".*answered 503"):
+            response = self.fetch("/count")
+        self.assertEqual(response.code, 503)
+        self.assertIn("Retry-After", response.headers)
+        self.assertIsNone(self.session_cookie(response))
+        self.assertEqual(self.mock.documents, {})
+
+
+class TestWireTouchAfter(MockHTTPCase):
+    def session_options(self) -> dict[str, Any]:
+        return {"rolling": True, "touch_after": 60, "max_age": 3600}
+
+    def test_rolling_session_is_touched_once_per_touch_after(self) -> None:
+        self.assertEqual(self.fetch("/count").body, b"1")
+        self.mock.clear()
+        for advance in (10, 20, 29):  # 59 s after the write: not yet due
+            self.clock.advance(advance)
+            self.assertEqual(self.fetch("/read").body, b"1")
+        self.assertEqual(self.mock.names(), ["find"] * 3)
+        self.clock.advance(2)  # 61 s: one touch
+        touched_at = self.clock.now
+        self.assertEqual(self.fetch("/read").body, b"1")
+        self.clock.advance(30)
+        self.assertEqual(self.fetch("/read").body, b"1")
+        self.assertEqual(self.mock.names(), ["find"] * 4 + ["update"] + ["find"])
+        (command,) = self.mock.of("update")
+        (touch,) = command["updates"]
+        self.assertEqual(touch["u"], {"$set": {"expires": bson_datetime(touched_at + 3600)}})
+        self.assertIn(COOKIE, self.jar)
+
