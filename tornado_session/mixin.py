@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.cookies
 import logging
 import sys
 import types
@@ -285,22 +286,30 @@ class SessionMixin(_HandlerBase):
             self.set_header("Retry-After", str(self._session_config().retry_after))
 
     def _session_set_cookie(self, cookie: CookieUpdate | None) -> None:
+        """Queue the session's ``Set-Cookie`` where ``set_cookie`` queues cookies.
+
+        The line is the one ``set_cookie`` would write (`SetCookieFormat`), made
+        at a fraction of its cost; like ``set_cookie``'s, it replaces an earlier
+        one of the same name, survives ``clear()`` and goes out with the headers.
+        """
         if cookie is None:
             return
-        options = self._session_config().options
+        config = self._session_config()
+        options = config.options
         secure = options.secure if options.secure is not None else (
             self.request.protocol == "https"
         )
-        self.set_cookie(
-            options.key,
+        line = config.cookie_format.line(
             cookie.value,
-            domain=options.domain,
-            path=options.path,
             expires=_EPOCH_PLUS_A_DAY if cookie.is_expiry else cookie.expires,
             max_age=None if cookie.max_age is None else int(cookie.max_age),
-            httponly=options.httponly,
             secure=secure,
-            samesite=options.samesite,
+        )
+        if not hasattr(self, "_new_cookie"):
+            self._new_cookie = http.cookies.SimpleCookie()
+        self._new_cookie.pop(options.key, None)
+        dict.__setitem__(
+            self._new_cookie, options.key, _FormattedMorsel(options.key, cookie.value, line)
         )
 
     # -- errors ----------------------------------------------------------------------
@@ -324,6 +333,19 @@ class SessionMixin(_HandlerBase):
             logger.warning("%s answered 503: %s", type(self).__name__, value)
             return
         super().log_exception(typ, value, tb)
+
+
+class _FormattedMorsel(http.cookies.Morsel[str]):
+    """A cookie whose ``Set-Cookie`` line is already made (Tornado writes `OutputString`)."""
+
+    def __init__(self, name: str, value: str, line: str) -> None:
+        super().__init__()
+        self.set(name, value, line.split(";", 1)[0][len(name) + 1:])
+        self._line = line
+
+    def OutputString(self, attrs: Any = None) -> str:
+        """The header line (without ``Set-Cookie:``)."""
+        return self._line
 
 
 def _vary_tokens(handler: tornado.web.RequestHandler) -> set[str]:
