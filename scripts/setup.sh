@@ -16,6 +16,17 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
+pip_install() {
+    # pip_install PYTHON ARGS...: a quiet pip install whose failure fails the script.
+    # This image's pip configuration names local package folders that may be absent;
+    # pip's warning about each is noise, and is the only output dropped here.
+    local python="$1"
+    shift
+    "$python" -m pip install -q --disable-pip-version-check "$@" 2>&1 \
+        | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+    return "${PIPESTATUS[0]}"
+}
+
 setup_python_venv() {
     # setup_python_venv [X.Y]: the project (editable) and the pinned test dependencies,
     # in .venv (the default Python) or in .venv-X.Y (that pyenv Python: the supported others).
@@ -27,8 +38,7 @@ setup_python_venv() {
     if [ ! -x "$dir/bin/python" ]; then
         "$python" -m venv "$dir"
     fi
-    "$dir/bin/python" -m pip install -q --disable-pip-version-check -r requirements.txt -e . 2>&1 \
-        | grep -v "is ignored: it is neither a file nor a directory" || true
+    pip_install "$dir/bin/python" -r requirements.txt -e .
 }
 
 setup_redis_server() {
@@ -53,9 +63,7 @@ setup_mongo_wire_server() {
         "$python" -m venv .venv-mongo
     fi
     if ! cmp -s requirements-mongo-server.txt .venv-mongo/.installed 2>/dev/null; then
-        .venv-mongo/bin/python -m pip install -q --disable-pip-version-check \
-            -r requirements-mongo-server.txt 2>&1 \
-            | grep -v "is ignored: it is neither a file nor a directory" || true
+        pip_install .venv-mongo/bin/python -r requirements-mongo-server.txt
         .venv-mongo/bin/python -c "import mongoeco.wire, mongoeco.engines.sqlite"
         cp requirements-mongo-server.txt .venv-mongo/.installed
     fi
@@ -68,8 +76,7 @@ setup_chromium() {
 
 setup_docs() {
     # The pinned documentation tools (Sphinx, furo, MyST), in .venv.
-    .venv/bin/python -m pip install -q --disable-pip-version-check -r docs/requirements.txt 2>&1 \
-        | grep -v "is ignored: it is neither a file nor a directory" || true
+    pip_install .venv/bin/python -r docs/requirements.txt
 }
 
 build_docs() {
