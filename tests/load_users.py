@@ -20,8 +20,9 @@ import http.cookies
 import os
 import time
 import urllib.parse
+import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 import tornado.web
@@ -29,6 +30,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 
 from examples import login
 from tests.base import cookie_expired
+from tests.mongo_server import MongoWireServer
 from tornado_session import SessionMixin, SessionOptions
 from tornado_session.stores import Store
 
@@ -85,6 +87,7 @@ class Outcome:
     code: int
     body: bytes
     retry_after: str | None
+    seconds: float  # how long it took
 
 
 @dataclass
@@ -96,7 +99,13 @@ class User:
     client: AsyncHTTPClient
     jar: dict[str, str] = field(default_factory=dict)
     outcomes: list[Outcome] = field(default_factory=list)
-    counted: int = 0  # /count answers 200: the counter the session must hold
+    counted: int = 0  # the counter the session must hold, as the last 200 said
+    #: 503s since the last 200: a server that dies between applying a write and
+    #: answering it leaves the write done though the request failed.
+    unsure: int = 0
+    landed_503: int = 0  # 503s whose write turned out to have landed
+    #: When the first 503 of each run of 503s that had a write land was answered.
+    landed_at: list[float] = field(default_factory=list)
 
     async def request(self, method: str, path: str, form: dict[str, str] | None = None,
                       *, cookies: bool = True, timeout: float = 30) -> HTTPResponse:
@@ -107,12 +116,14 @@ class User:
         if method == "POST":
             fields = {**(form or {}), "_xsrf": self.jar.get("_xsrf", "")}
             body = urllib.parse.urlencode(fields)
+        sent = time.monotonic()
         response = await self.client.fetch(
             self.base_url + path, method=method, headers=headers, body=body,
             follow_redirects=False, raise_error=False, request_timeout=timeout,
         )
-        self.outcomes.append(Outcome(time.monotonic(), path, response.code, response.body,
-                                     response.headers.get("Retry-After")))
+        now = time.monotonic()
+        self.outcomes.append(Outcome(now, path, response.code, response.body,
+                                     response.headers.get("Retry-After"), now - sent))
         if cookies:
             for header in response.headers.get_list("Set-Cookie"):
                 jar: http.cookies.SimpleCookie = http.cookies.SimpleCookie()
@@ -135,17 +146,54 @@ class User:
         assert profile.code == 200 and self.name.encode() in profile.body, profile.code
 
     async def count(self) -> int:
-        """One ``/count``; returns the status.  A 200 must be exactly one more."""
+        """One ``/count``; returns the status.
+
+        A 200 must be exactly one more than the last 200, or, after 503s, at
+        most one more per 503 (a write the server applied just as it went down).
+        """
         response = await self.request("GET", "/count")
         if response.code == 200:
-            self.counted += 1
-            assert int(response.body) == self.counted, (self.name, response.body, self.counted)
+            value = int(response.body)
+            assert self.counted < value <= self.counted + 1 + self.unsure, (
+                self.name, value, self.counted, self.unsure
+            )
+            if value > self.counted + 1:
+                self.landed_503 += value - self.counted - 1
+                self.landed_at.append(self.outcomes[-1 - self.unsure].at)
+            self.counted, self.unsure = value, 0
+        elif response.code == 503:
+            self.unsure += 1
         return response.code
 
     async def counter(self) -> int:
         response = await self.request("GET", "/count-read")
         assert response.code == 200, (self.name, response.code)
         return int(response.body)
+
+
+class MongoServerCase:
+    """Mixin: ``cls.mongo_server`` (tests/mongo_server.py's wire server) runs for the class.
+
+    ``persistent = True`` keeps its data in SQLite, so it survives a restart.
+    `mongo_uri` names a database of its own for each test.
+    """
+
+    mongo_server: ClassVar[MongoWireServer]
+    persistent: ClassVar[bool] = False
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()  # type: ignore[misc]
+        server = MongoWireServer(persistent=cls.persistent)
+        cls.addClassCleanup(server.close)  # type: ignore[attr-defined]
+        server.start()
+        cls.mongo_server = server
+
+    def setUp(self) -> None:
+        if self.mongo_server.process is None:  # a test stopped it
+            self.mongo_server.start()
+        self.mongo_uri = f"{self.mongo_server.uri}/t_{uuid.uuid4().hex[:12]}"
+        super().setUp()  # type: ignore[misc]
 
 
 def report(name: str, **figures: Any) -> None:
