@@ -23,9 +23,9 @@ import tornado.web
 from tornado.httpclient import AsyncHTTPClient
 from tornado.testing import AsyncHTTPTestCase, gen_test
 
-from tests.load_users import User, load_app, report, server_errors
+from tests.load_users import MongoServerCase, User, load_app, report, server_errors
 from tests.redis_server import RedisServerCase
-from tornado_session.stores import MemoryStore, RedisStore, Store
+from tornado_session.stores import MemoryStore, MongoStore, RedisStore, Store
 
 
 def soak_users() -> int:
@@ -109,3 +109,14 @@ class TestLoadRedisStore(RedisServerCase, LoadCase):
 
     def make_store(self) -> Store:
         return RedisStore.from_url(self.redis_server.url)
+
+
+class TestLoadMongoStore(MongoServerCase, LoadCase):
+    """On the MongoDB wire server (mongoeco: correct, but far slower than mongod)."""
+
+    __test__ = True
+    users = 10
+    requests = 20
+
+    def make_store(self) -> Store:
+        return MongoStore.from_uri(self.mongo_uri)

@@ -1,7 +1,7 @@
 """Attacks on sessions, against every store: fixation, forgery, replay, logout races, logs.
 
-Each case runs against MemoryStore and a real redis-server (and the MongoDB wire
-server where noted in docs/reliability.md).  What is already proven elsewhere
+Each case runs against MemoryStore, a real redis-server and the MongoDB wire
+server (tests/mongo_server.py).  What is already proven elsewhere
 is not repeated here:
 
 * an unknown id in a signed cookie is not adopted, with MemoryStore:
@@ -28,10 +28,11 @@ from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 from tornado.testing import gen_test
 
 from tests.base import COOKIE, COOKIE_SECRET, SessionTestCase, cookie_expired, set_cookies
+from tests.load_users import MongoServerCase
 from tests.redis_server import RedisServerCase
 from tornado_session import SessionMixin, SessionOptions
 from tornado_session.serializers import hash_session_id
-from tornado_session.stores import MemoryStore, RedisStore, Store
+from tornado_session.stores import MemoryStore, MongoStore, RedisStore, Store
 
 
 class Visit(SessionMixin, tornado.web.RequestHandler):
@@ -336,6 +337,25 @@ class TestSecurityRedisStore(RedisServerCase, SecurityCases):
 
     def recover(self) -> None:
         self.redis_server.start()
+
+
+class TestSecurityMongoStore(MongoServerCase, SecurityCases):
+    __test__ = True
+    persistent = True
+
+    def make_store(self) -> Store:
+        return MongoStore.from_uri(self.mongo_uri, clock=self.clock, serverSelectionTimeoutMS=500)
+
+    def tearDown(self) -> None:
+        assert self.store is not None
+        self.io_loop.run_sync(self.store.close)
+        super().tearDown()
+
+    def outage(self) -> None:
+        self.mongo_server.stop()
+
+    def recover(self) -> None:
+        self.mongo_server.start()
 
 
 class TestSecureFlag(SessionTestCase):
