@@ -273,6 +273,7 @@ class MongoStore(Store):
         *,
         clock: Clock = time.time,
         create_ttl_index: bool = True,
+        probe_interval: float = 0.5,
         **client_options: Any,
     ) -> MongoStore:
         """Build a store on a new `pymongo.AsyncMongoClient` that the store owns.
@@ -287,7 +288,9 @@ class MongoStore(Store):
         """
         _require_pymongo()
         spec = _ClientSpec(uri, database, collection, client_options)
-        return cls(spec, clock=clock, create_ttl_index=create_ttl_index)
+        return cls(
+            spec, clock=clock, create_ttl_index=create_ttl_index, probe_interval=probe_interval
+        )
 
     def _open(self) -> None:
         """Create the client of a `from_uri` store (inside the loop, as PyMongo needs)."""
