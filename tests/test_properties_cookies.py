@@ -23,6 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.base import COOKIE, CountingStore
+from tests.load_users import report
 from tests.test_bad_input import BadInputCase, RawResponse
 from tornado_session import SessionMixin
 
@@ -99,6 +100,13 @@ class CookieFuzzCase(BadInputCase):
         self.assertEqual(response.code, 200)
         self.valid = self.jar[COOKIE].strip('"').encode()
         self.requests = 0
+        self.cases = 0
+        self.real = 0  # answers that read the real session
+
+    def tearDown(self) -> None:
+        report(".".join(self.id().split(".")[-2:]), cases=self.cases, requests=self.requests,
+               real_session=self.real)
+        super().tearDown()
 
     def entries(self) -> int:
         return len(self.store._entries) if isinstance(self.store, CountingStore) else 0
@@ -110,6 +118,7 @@ class CookieFuzzCase(BadInputCase):
 
     def check(self, header: bytes) -> None:
         """200, and the real session or a fresh one that works from then on."""
+        self.cases += 1
         before = self.entries()
         response = self.send(header)
         self.assertEqual(response.code, 200, f"Cookie: {header!r} answered {response.code}")
@@ -117,6 +126,7 @@ class CookieFuzzCase(BadInputCase):
         self.assertLessEqual(len(self.events), 1)
         new_cookie = response.session_cookie()
         if response.body == str(VIEWS).encode():  # the real session
+            self.real += 1
             self.assertEqual(self.entries(), before)
             return
         # A fresh session: one new record (store sessions), and the new cookie reads it.
@@ -125,6 +135,7 @@ class CookieFuzzCase(BadInputCase):
         self.assertNotEqual(new_cookie.encode(), self.valid)
         if isinstance(self.store, CountingStore):
             self.assertEqual(self.entries(), before + 1)
+        self.requests += 1
         again = self.io_loop.run_sync(
             lambda: self.raw_get("/dump", f"{COOKIE}={new_cookie}".encode())
         )
@@ -189,6 +200,7 @@ def cookie_properties() -> type[CookieFuzzCase]:
         ) -> None:
             header = COOKIE.encode() + b"=" + value
             if FORBIDDEN.search(value):
+                self.cases += 1
                 response = self.send(header)
                 self.assertEqual(response.code, 400, f"Cookie: {header!r}")
             else:

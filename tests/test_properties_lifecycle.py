@@ -20,7 +20,7 @@ the model says what the answer must show:
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 import tornado.web
@@ -37,6 +37,7 @@ from tornado.httpclient import HTTPResponse
 from tornado.testing import AsyncHTTPTestCase
 
 from tests.base import COOKIE, COOKIE_SECRET, CountingStore, cookie_expired, set_cookies
+from tests.load_users import report
 from tornado_session import SessionMixin, SessionOptions
 from tornado_session.testing import FakeClock
 
@@ -66,8 +67,12 @@ class Op(SessionMixin, tornado.web.RequestHandler):
 class LifecycleMachine(RuleBasedStateMachine):
     """One browser and the model of its session."""
 
+    #: Totals over every run, for the figures in docs/reliability.md.
+    totals: ClassVar[dict[str, int]] = {"runs": 0, "steps": 0, "requests": 0}
+
     def __init__(self, case: AsyncHTTPTestCase) -> None:
         super().__init__()
+        self.totals["runs"] += 1
         self.case = case
         self.clock = FakeClock(float(int(time.time())))  # whole seconds: no rounding at edges
         self.store = CountingStore(clock=self.clock)
@@ -96,6 +101,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         query = "&".join(f"{k}={v}" for k, v in args.items())
         headers = {"Cookie": f"{COOKIE}={cookie}"} if cookie else {}
         self.store.reset_calls()
+        self.totals["requests"] += 1
         response = AsyncHTTPTestCase.fetch(self.case, f"/op/{name}?{query}", headers=headers)
         assert response.code == 200, (name, response.code, response.body)
         return response
@@ -253,6 +259,7 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     @invariant()
     def store_holds_at_most_the_live_session(self) -> None:
+        self.totals["steps"] += 1
         # The browser's one session (if live) is the only record: nothing retired lingers.
         live = [raw for expires, raw in self.store._entries.values() if expires > self.clock()]
         expected = [] if self.data is None or self.clock() >= self.expires else [self.data]
@@ -264,4 +271,6 @@ class TestLifecycleModel(AsyncHTTPTestCase):
         return tornado.web.Application()  # each run of the machine installs its own
 
     def test_random_request_sequences_match_the_model(self) -> None:
+        LifecycleMachine.totals.update(runs=0, steps=0, requests=0)
         run_state_machine_as_test(lambda: LifecycleMachine(self))
+        report("lifecycle_model", **LifecycleMachine.totals)
