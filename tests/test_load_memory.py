@@ -143,7 +143,9 @@ def test_memory_is_flat_over_200k_sessions_created_over_http() -> None:
     finally:
         server.terminate()
         server.wait(10)
-    growth = growth_mib(samples, 4 * BOUND)
+        if server.stdout is not None:
+            server.stdout.close()
+    growth = growth_mib(samples, min(4 * BOUND, sessions // 2))
     assert growth < 4.0, samples
     report("memory_store_rss_http", sessions=sessions, max_entries=BOUND,
            growth_after_40k_mib=round(growth, 2),
