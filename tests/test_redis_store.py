@@ -14,6 +14,8 @@ from unittest import mock
 
 import redis
 import redis.asyncio
+from redis._parsers import _AsyncRESP3Parser
+from redis.utils import HIREDIS_AVAILABLE
 from tornado.testing import AsyncTestCase, ExpectLog, gen_test
 
 from tests.redis_server import RedisServerCase
@@ -38,18 +40,30 @@ class TestRedisStoreContract(RedisServerCase, StoreContract):
 
 
 class TestRedisStoreContractWithOwnClient(RedisServerCase, StoreContract):
-    """The same contract through a client the application made, in another namespace."""
+    """The same contract through a client the application made, in another namespace.
+
+    This client parses replies in Python (redis-py's RESP3 parser) where `from_url` gets
+    hiredis's, which requirements.txt installs: both parsers are covered.
+    """
 
     follows_clock = False
     short_max_age = 0.3
 
     def make_store(self) -> RedisStore:
-        self.client = redis.asyncio.Redis(port=self.redis_server.port)
-        return RedisStore(self.client, namespace="app:{sessions}:", clock=self.clock)
+        pool = redis.asyncio.ConnectionPool(
+            port=self.redis_server.port, protocol=3, parser_class=_AsyncRESP3Parser
+        )
+        self.client = redis.asyncio.Redis(connection_pool=pool)
+        return RedisStore(self.client, namespace="app:{sessions}:", timeout=2, clock=self.clock)
+
+    def test_the_parsers_are_the_ones_meant(self) -> None:
+        self.assertIs(self.client.connection_pool.connection_kwargs["parser_class"],
+                      _AsyncRESP3Parser)
+        self.assertTrue(HIREDIS_AVAILABLE, "requirements.txt pins hiredis")
 
     async def _close_store(self) -> None:
         await super()._close_store()
-        await self.client.aclose()
+        await self.client.aclose(close_connection_pool=True)
 
 
 class Monitor:
@@ -345,6 +359,19 @@ class TestConstruction(RedisServerCase, AsyncTestCase):
         for bad in ("", None, 1, b"ns:"):
             with self.assertRaisesRegex(SessionOptionError, "namespace"):
                 RedisStore(redis.asyncio.Redis(), namespace=bad)  # type: ignore[arg-type]
+
+    def test_bad_timeout_names_the_option(self) -> None:
+        for bad in (0, -1, "1", True, float("inf"), float("nan")):
+            with self.assertRaisesRegex(SessionOptionError, r"timeout=.*or None"):
+                RedisStore(redis.asyncio.Redis(), timeout=bad)  # type: ignore[arg-type]
+
+    def test_timeout_is_the_stores_in_from_url_and_the_clients_otherwise(self) -> None:
+        store = RedisStore.from_url(self.redis_server.url)
+        self.assertEqual(store.timeout, 5.0)
+        self.assertIsNone(store.client.get_connection_kwargs()["socket_timeout"])
+        self.io_loop.run_sync(store.close)
+        self.assertIsNone(RedisStore(redis.asyncio.Redis()).timeout)
+        self.assertEqual(RedisStore(redis.asyncio.Redis(), timeout=2).timeout, 2.0)
 
     def test_bad_probe_interval_names_the_option(self) -> None:
         for bad in (0, -1, "1", None, True, float("inf"), float("nan")):

@@ -131,10 +131,12 @@ class RedisStore(Store):
     requests the lifecycle holds during an outage are released at once.  That
     task runs only while the store is disconnected, and `close` cancels it.
 
-    A command waits as long as the client's ``socket_timeout`` allows, and the
-    client's ``retry`` policy runs before the store sees a failure: keep both
-    short (`from_url` uses one immediate retry) so an outage is noticed within
-    the lifecycle's ``reconnect_timeout``.
+    ``timeout`` bounds each call, in seconds: a call that takes longer counts
+    as an outage, like a refused connection.  With ``None`` (the default here)
+    only the client's own ``socket_timeout`` applies.  The client's ``retry``
+    policy runs before the store sees a failure: keep it short (`from_url`
+    uses one immediate retry) so that an outage is noticed well within the
+    lifecycle's ``reconnect_timeout``.
     """
 
     def __init__(
@@ -142,6 +144,7 @@ class RedisStore(Store):
         client: Redis,
         *,
         namespace: str = "tornado_session:",
+        timeout: float | None = None,
         probe_interval: float = 1.0,
         clock: Clock = time.time,
     ) -> None:
@@ -162,17 +165,23 @@ class RedisStore(Store):
                 f"RedisStore(namespace={namespace!r}): expected a non-empty str "
                 "(clear() and count() work on every key under it)"
             )
-        if isinstance(probe_interval, bool) or not isinstance(probe_interval, (int, float)) or (
-            not 0 < probe_interval < math.inf
-        ):
-            raise SessionOptionError(
-                f"RedisStore(probe_interval={probe_interval!r}): "
-                "expected a positive number of seconds"
-            )
+        for option, value in (("timeout", timeout), ("probe_interval", probe_interval)):
+            if value is None and option == "timeout":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                not 0 < value < math.inf
+            ):
+                raise SessionOptionError(
+                    f"RedisStore({option}={value!r}): expected a positive number of seconds"
+                    + (" or None" if option == "timeout" else "")
+                )
         super().__init__(clock=clock)
         #: The ``redis.asyncio.Redis`` client the store sends its commands through.
         self.client = client
         self.namespace = namespace
+        #: Seconds a command may take before it counts as an outage (``None``:
+        #: only the client's own ``socket_timeout`` applies).
+        self.timeout = None if timeout is None else float(timeout)
         self.probe_interval = float(probe_interval)
         self._owns_client = False
         self._closed = False
@@ -191,6 +200,7 @@ class RedisStore(Store):
         url: str,
         *,
         namespace: str = "tornado_session:",
+        timeout: float | None = 5.0,
         probe_interval: float = 1.0,
         clock: Clock = time.time,
         **client_options: Any,
@@ -200,10 +210,17 @@ class RedisStore(Store):
         ``client_options`` go to ``redis.asyncio.Redis.from_url``.  Unless
         given, ``retry`` is one immediate retry (enough to replace a pooled
         connection the server closed), so a server that is down is reported
-        at once instead of after redis-py's default back-off of seconds.  The
-        store closes this client in `close`.
+        at once instead of after redis-py's default back-off of seconds; and
+        ``socket_timeout`` is ``None``, because the store bounds each call
+        with ``timeout`` itself, which is cheaper than redis-py's per-command
+        time-out (a task per command).  The store closes this client in
+        `close`.
         """
         aioredis, _ = _redis_modules()
+        # The store bounds each call with ``timeout``; a socket_timeout in the
+        # client as well would cost a task per command (redis-py wraps each
+        # send in asyncio.wait_for), about 15 us.
+        client_options.setdefault("socket_timeout", None)
         if "retry" not in client_options:
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
@@ -220,7 +237,10 @@ class RedisStore(Store):
             raise SessionOptionError(f"RedisStore.from_url(url=...): {exc}") from exc
         # No connection is made before the first command: a bad option below
         # leaves no socket open.
-        store = cls(client, namespace=namespace, probe_interval=probe_interval, clock=clock)
+        store = cls(
+            client, namespace=namespace, timeout=timeout, probe_interval=probe_interval,
+            clock=clock,
+        )
         store._owns_client = True
         return store
 
@@ -350,10 +370,19 @@ class RedisStore(Store):
         if self._closed:
             raise StoreUnavailableError("RedisStore is closed")
         try:
-            result = await command(*args)
+            if self.timeout is None:
+                result = await command(*args)
+            else:
+                async with asyncio.timeout(self.timeout):
+                    result = await command(*args)
         except self._unavailable as exc:
             self._lost(exc)
             raise StoreUnavailableError(f"Redis did not answer: {exc}") from exc
+        except TimeoutError as exc:  # our own time-out (redis-py's is a RedisError)
+            self._lost(exc)
+            raise StoreUnavailableError(
+                f"Redis did not answer within {self.timeout} s (timeout)"
+            ) from exc
         except self._redis_error as exc:
             raise SessionError(f"Redis refused a RedisStore command: {exc}") from exc
         self._mark_connected()
@@ -428,7 +457,9 @@ class RedisStore(Store):
     def _lost(self, exc: BaseException) -> None:
         """A command failed for want of a connection: report it and start probing."""
         if self._connected:
-            logger.warning("Redis did not answer (%s); probing until it does", exc)
+            logger.warning(
+                "Redis did not answer (%s: %s); probing until it does", type(exc).__name__, exc
+            )
         self._mark_disconnected(reason=type(exc).__name__, error=str(exc))
         if not self._closed and (self._probe is None or self._probe.done()):
             self._probe = asyncio.get_running_loop().create_task(self._probe_until_back())
