@@ -36,6 +36,7 @@ from tornado_session.stores import Store
 
 PASSWORD = "load-test password"
 SECRET = "load-test-secret-" + "l" * 40
+SESSION = "tornado.sess"
 
 
 @functools.cache
@@ -106,6 +107,8 @@ class User:
     landed_503: int = 0  # 503s whose write turned out to have landed
     #: When the first 503 of each run of 503s that had a write land was answered.
     landed_at: list[float] = field(default_factory=list)
+    #: Every session cookie value the server gave this browser.
+    session_cookies: set[str] = field(default_factory=set)
 
     async def request(self, method: str, path: str, form: dict[str, str] | None = None,
                       *, cookies: bool = True, timeout: float = 30) -> HTTPResponse:
@@ -129,6 +132,8 @@ class User:
                 jar: http.cookies.SimpleCookie = http.cookies.SimpleCookie()
                 jar.load(header)
                 for name, morsel in jar.items():
+                    if name == SESSION and morsel.value:
+                        self.session_cookies.add(morsel.value)
                     if cookie_expired(morsel):
                         self.jar.pop(name, None)
                     else:

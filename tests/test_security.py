@@ -19,16 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import orjson
 import tornado.web
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
-from tornado.testing import gen_test
+from tornado.testing import AsyncHTTPTestCase, gen_test
 
 from tests.base import COOKIE, COOKIE_SECRET, SessionTestCase, cookie_expired, set_cookies
-from tests.load_users import MongoServerCase
+from tests.load_users import SECRET as LOAD_SECRET
+from tests.load_users import MongoServerCase, User, load_app
 from tests.redis_server import RedisServerCase
 from tornado_session import SessionMixin, SessionOptions
 from tornado_session.serializers import hash_session_id
@@ -267,12 +270,7 @@ class SecurityCases(SessionTestCase):
     @gen_test(timeout=30)
     async def test_no_session_id_store_key_or_cookie_value_in_any_log(self) -> None:
         self.use_options(reconnect_timeout=0.2)
-        collector = _Collect()
-        root = logging.getLogger()
-        old_level = root.level
-        root.addHandler(collector)
-        root.setLevel(logging.DEBUG)
-        try:
+        with capture_all_logs() as collector:
             await self.fetch_async("/visit")
             await self.post("/login?user=victim")
             # No ExpectLog here: it would hide the records from the collector.
@@ -285,10 +283,6 @@ class SecurityCases(SessionTestCase):
             await self.wait_connected()
             self.assertEqual((await self.fetch_async("/visit")).code, 200)
             await self.post("/logout")
-        finally:
-            root.removeHandler(collector)
-            root.setLevel(old_level)
-        self.assertTrue(collector.records, "nothing was logged: the capture does not work")
         text = collector.text()
         self.assertIn("answered 503", text)
         self.assertIn("Uncaught exception", text)
@@ -386,6 +380,74 @@ class TestSecureFlagBehindAProxy(SessionTestCase):
             assert morsel is not None
             self.assertTrue(morsel["secure"])
         self.assert_cookie_expired(logout)
+
+
+class TestLoginExampleLogs(AsyncHTTPTestCase):
+    """The login example's whole flow, every logger at DEBUG: no session id or cookie."""
+
+    def get_app(self) -> tornado.web.Application:
+        self.store = MemoryStore()
+        return self.io_loop.run_sync(lambda: load_app(self.store, 2))
+
+    @gen_test(timeout=30)
+    async def test_no_session_id_or_cookie_in_any_log(self) -> None:
+        client = AsyncHTTPClient(force_instance=True)
+        alice, mallory = (User(self.get_url(""), name, client) for name in ("user0", "user1"))
+        try:
+            with capture_all_logs() as collector:
+                await mallory.request("GET", "/login")
+                wrong = await mallory.request("POST", "/login", {"username": "user0",
+                                                                 "password": "guess" * 3})
+                self.assertEqual(wrong.code, 403)
+                await alice.log_in()  # regenerates the session
+                self.assertEqual(await alice.count(), 200)
+                del alice.jar["_xsrf"]
+                refused = await alice.request("POST", "/logout")  # no _xsrf: Tornado's 403
+                self.assertEqual(refused.code, 403)
+                await alice.request("GET", "/profile")  # its forms give a new _xsrf
+                self.assertIn("_xsrf", alice.jar)
+                self.assertEqual(
+                    (await alice.request("POST", "/logout-everywhere")).code, 302
+                )
+                await alice.log_in()
+                self.assertEqual((await alice.request("POST", "/logout")).code, 302)
+        finally:
+            client.close()
+        text = collector.text()
+        self.assertIn("'_xsrf' argument missing", text)
+        cookies = alice.session_cookies | mallory.session_cookies
+        ids = {_signed_id(value) for value in cookies}
+        self.assertGreaterEqual(len(ids), 4)  # each login and each logout's flash: a new id
+        for secret in cookies | ids:
+            self.assertNotIn(secret, text)
+        ours = collector.text(prefix="tornado_session") + collector.text(prefix="examples")
+        for session_id in ids:
+            self.assertNotIn(hash_session_id(session_id), ours)
+
+
+@contextlib.contextmanager
+def capture_all_logs() -> Iterator[_Collect]:
+    """Every record of every logger, at DEBUG, while the block runs."""
+    collector = _Collect()
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(collector)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield collector
+    finally:
+        root.removeHandler(collector)
+        root.setLevel(old_level)
+    assert collector.records, "nothing was logged: the capture does not work"
+
+
+def _signed_id(cookie: str) -> str:
+    raw = tornado.web.decode_signed_value(
+        LOAD_SECRET, COOKIE, cookie.strip('"'), max_age_days=float("inf"), min_version=2
+    )
+    assert raw is not None
+    session_id: str = orjson.loads(raw)["i"]
+    return session_id
 
 
 class _Collect(logging.Handler):
