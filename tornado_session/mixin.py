@@ -87,13 +87,14 @@ class SessionMixin(_HandlerBase):
             config = _session_config(self.application)
         return config
 
-    def _session_context(self) -> SessionContext:
+    def _session_context(self, cookie_values: tuple[str, ...] | None = None) -> SessionContext:
         context = self._session_ctx
         if context is None:
             config = self._session_config()
+            if cookie_values is None:
+                cookie_values = self._session_cookie_values(config.options.key)
             context = SessionContext(
-                config, self._session_cookie_values(config.options.key), context=self,
-                name=type(self).__name__,
+                config, cookie_values, context=self, name=type(self).__name__,
             )
             self._session_ctx = context
         return context
@@ -126,11 +127,16 @@ class SessionMixin(_HandlerBase):
     async def prepare(self) -> None:
         """Load the session, unless ``lazy=True``.
 
-        Only a request that carries a session cookie is read from the store.
+        Only a request that carries a session cookie is read from the store;
+        for one that carries none nothing is done until the handler touches
+        ``self.session``.
         """
-        context = self._session_context()
-        if context.cookie_values and not context.config.options.lazy:
-            await context.load()
+        config = self._session_config()
+        if config.options.lazy:
+            return
+        cookie_values = self._session_cookie_values(config.options.key)
+        if any(cookie_values):
+            await self._session_context(cookie_values).load()
 
     async def load_session(self) -> Session:
         """Load the session (needed before ``self.session`` when ``lazy=True``).
@@ -281,7 +287,7 @@ class SessionMixin(_HandlerBase):
         if self._session_read and (
             "Vary" not in self._headers or "cookie" not in _vary_tokens(self)
         ):
-            self.add_header("Vary", "Cookie")
+            self._headers.add("Vary", "Cookie")  # add_header() would check the constant
         if self._session_unavailable and self.get_status() == 503:
             self.set_header("Retry-After", str(self._session_config().retry_after))
 

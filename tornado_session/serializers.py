@@ -57,10 +57,23 @@ def changed_keys(
     to_set = {
         key: value
         for key, value in data.items()
-        if key not in previous or value_bytes(previous[key]) != value_bytes(value)
+        if key not in previous or not _same_json(previous[key], value)
     }
     to_unset = [key for key in previous if key not in data]
     return to_set, to_unset
+
+
+#: Types whose equal values of the same type always have the same JSON (not
+#: float: ``-0.0 == 0.0``; not containers: ``[1] == [True]``).
+_EQUAL_MEANS_SAME = frozenset({str, int, bool, type(None)})
+
+
+def _same_json(old: Any, new: Any) -> bool:
+    """Whether two values serialise to the same JSON (most keys: without serialising)."""
+    kind = type(old)
+    if kind is type(new) and kind in _EQUAL_MEANS_SAME:
+        return bool(old == new)
+    return value_bytes(old) == value_bytes(new)
 
 
 def hash_session_id(session_id: str) -> str:
