@@ -1,0 +1,139 @@
+"""The session layer's own cost, in-process: the handler path without sockets or HTTP parsing.
+
+A request object with an in-memory connection goes through Tornado's routing and
+``RequestHandler._execute`` (prepare, the handler, finish, the commit), as over
+HTTP, ``N`` times in a row; the best of several rounds is kept, so other work on
+the machine has little effect.  This is how the hot path was tuned: a change of
+a microsecond shows here, where wrk's numbers move by more than that from run
+to run.  ``python -m benchmarks.inprocess`` prints a table; `run` returns it
+for results.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from collections.abc import Callable
+from typing import Any
+
+import tornado.web
+from tornado.concurrent import Future
+from tornado.httputil import HTTPConnection, HTTPHeaders, HTTPServerRequest, RequestStartLine
+
+from tornado_session.stores import MemoryStore
+
+from .data import READ_ANSWER
+from .servers import tornado_session_app
+
+ROUNDS = 5
+N = 1500
+
+
+class Connection(HTTPConnection):
+    """Swallows the response; remembers the last Set-Cookie and status."""
+
+    def __init__(self) -> None:
+        self.cookie: str | None = None
+        self.status = 0
+        self.body = b""
+        self.context = _Context()
+        self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def set_close_callback(self, callback: Callable[[], None] | None) -> None:
+        pass
+
+    def write_headers(self, start_line: Any, headers: HTTPHeaders,
+                      chunk: bytes | None = None) -> Future[None]:
+        self.status = start_line.code
+        cookie = headers.get("Set-Cookie")
+        if cookie:
+            self.cookie = cookie.split(";", 1)[0]
+        self.body = chunk or b""
+        return _done()
+
+    def write(self, chunk: bytes) -> Future[None]:
+        self.body += chunk
+        return _done()
+
+    def finish(self) -> None:
+        self.finished.set_result(None)
+
+
+class _Context:
+    remote_ip = "127.0.0.1"
+    protocol = "http"
+    address = ("127.0.0.1", 1)
+    trusted_downstream: set[str] = set()
+
+
+def _done() -> Future[None]:
+    future: Future[None] = Future()
+    future.set_result(None)
+    return future
+
+
+async def fetch(app: tornado.web.Application, path: str, cookie: str | None) -> Connection:
+    """One request through the application's routing and handler."""
+    connection = Connection()
+    headers = HTTPHeaders({"Host": "localhost"})
+    if cookie:
+        headers["Cookie"] = cookie
+    start_line = RequestStartLine("GET", path, "HTTP/1.1")
+    req = HTTPServerRequest(start_line=start_line, headers=headers, connection=connection)
+    app.find_handler(req).execute()
+    await connection.finished
+    return connection
+
+
+class Bare(tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.write("ok")
+
+
+async def measure(app: tornado.web.Application, path: str, cookie: str | None,
+                  chain: bool = False) -> float:
+    """Best µs per request over ``ROUNDS`` rounds of ``N`` requests."""
+    best = float("inf")
+    for _ in range(ROUNDS):
+        gc.collect()
+        started = time.thread_time()
+        for _ in range(N):
+            connection = await fetch(app, path, cookie)
+            if chain:
+                cookie = connection.cookie
+        best = min(best, (time.thread_time() - started) / N * 1e6)
+    return best
+
+
+async def measure_all() -> dict[str, Any]:
+    bare = tornado.web.Application([(r"/bare", Bare)])
+    results: dict[str, Any] = {"bare": round(await measure(bare, "/bare", None), 2)}
+    for name, store in (("signed cookie", None), ("MemoryStore", MemoryStore())):
+        app = tornado_session_app(store)
+        seeded = await fetch(app, "/seed", None)
+        cookie = seeded.cookie
+        check = await fetch(app, "/read", cookie)
+        if check.body.decode() != READ_ANSWER:
+            raise RuntimeError(f"{name}: /read answered {check.body!r}")
+        row = {}
+        for scenario in ("unused", "read", "changed"):
+            sent = None if scenario == "unused" else cookie
+            row[scenario] = round(await measure(app, f"/{scenario}", sent), 2)
+        fresh = (await fetch(app, "/seed", None)).cookie
+        row["regenerate"] = round(await measure(app, "/regenerate", fresh, chain=True), 2)
+        results[name] = row
+    return results
+
+
+def run() -> dict[str, Any]:
+    return asyncio.run(measure_all())
+
+
+if __name__ == "__main__":
+    found = run()
+    bare = found.pop("bare")
+    print(f"bare handler: {bare:.2f} µs per request (in-process, best of {ROUNDS} x {N})")
+    for store, row in found.items():
+        for scenario, us in row.items():
+            print(f"{store:14} {scenario:11} {us:7.2f} µs  +{us - bare:6.2f} µs over bare")
