@@ -153,7 +153,8 @@ class TestOutageWithoutListener(OutageCase):
         self.assertIsNone(self.store.monitor)
         self.assertEqual((await self.fetch_async("/count")).body, b"1")
         await self.stop_server()
-        with ExpectLog("tornado_session.mixin", ".*answered 503"):
+        with ExpectLog("tornado_session.stores.mongo", "MongoDB cannot be reached"), \
+                ExpectLog("tornado_session.mixin", ".*answered 503"):
             response = await self.fetch_async("/read")
         self.assertEqual(response.code, 503)
         self.assertEqual([name for name, _ in self.events], ["disconnect"])

@@ -22,7 +22,7 @@ from tests.base import COOKIE, SessionTestCase
 from tests.mongo_server import MongoWireServer
 from tests.test_handler_api import SlowCounter
 from tornado_session import SessionMixin
-from tornado_session.errors import SessionOptionError
+from tornado_session.errors import SessionOptionError, StoreUnavailableError
 from tornado_session.stores import MongoStore
 from tornado_session.testing import StoreContract
 
@@ -270,6 +270,23 @@ class TestConstruction(AsyncTestCase):
         with self.assertRaises(SessionOptionError) as caught:
             MongoStore("sessions")
         self.assertIn("MongoStore(collection='sessions')", str(caught.exception))
+
+    def test_a_synchronous_pymongo_collection_is_refused(self) -> None:
+        client: Any = pymongo.MongoClient("mongodb://127.0.0.1:1", connect=False)
+        try:
+            with self.assertRaises(SessionOptionError) as caught:
+                MongoStore(client["app"]["sessions"])
+        finally:
+            client.close()
+        self.assertIn("would block the IOLoop", str(caught.exception))
+        self.assertIn("pymongo.AsyncMongoClient", str(caught.exception))
+
+    @gen_test
+    async def test_a_closed_store_is_unavailable(self) -> None:
+        store = MongoStore.from_uri("mongodb://127.0.0.1:1")
+        await store.close()
+        with self.assertRaises(StoreUnavailableError):
+            await store.get("k1", 60)
 
     def test_bad_probe_interval_is_refused_naming_the_option(self) -> None:
         for bad in (0, -1, True, "1"):

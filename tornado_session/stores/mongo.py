@@ -176,7 +176,7 @@ class _DriverErrors:
         store = self.store
         if exc is None:
             if not store._connected:
-                store._mark_connected(reason="operation succeeded")
+                store._report(True, "operation succeeded")
             return
         if isinstance(exc, ConnectionFailure) or (
             isinstance(exc, PyMongoError) and exc.timeout
@@ -215,6 +215,11 @@ class MongoStore(Store):
         probe_interval: float = 0.5,
     ) -> None:
         _require_pymongo()
+        if isinstance(collection, pymongo.collection.Collection):
+            raise SessionOptionError(
+                f"MongoStore(collection={collection!r}): a synchronous PyMongo collection would "
+                "block the IOLoop on every request; use pymongo.AsyncMongoClient (or Motor)"
+            )
         if not isinstance(collection, _ClientSpec) and not all(
             hasattr(collection, name) for name in ("find_one", "update_one", "database")
         ):
@@ -296,6 +301,8 @@ class MongoStore(Store):
         """Create the client of a `from_uri` store (inside the loop, as PyMongo needs)."""
         spec, self._deferred = self._deferred, None
         if spec is None:
+            if self.collection is None:
+                raise StoreUnavailableError("MongoStore is closed")
             return
         options = dict(spec.options)
         listeners = [*options.pop("event_listeners", ()), ConnectionMonitor()]
@@ -498,7 +505,7 @@ class MongoStore(Store):
 
     def _lost(self, exc: BaseException) -> None:
         """A driver connection error: disconnected until a ping (or the monitor) says otherwise."""
-        self._mark_disconnected(reason=type(exc).__name__, error=str(exc))
+        self._report(False, type(exc).__name__, error=str(exc))
         if self._closed or (self._probe_task is not None and not self._probe_task.done()):
             return
         self._probe_task = asyncio.get_running_loop().create_task(self._probe())
@@ -510,7 +517,7 @@ class MongoStore(Store):
             except PyMongoError:
                 await asyncio.sleep(self.probe_interval)
                 continue
-            self._mark_connected(reason="ping succeeded")
+            self._report(True, "ping succeeded")
 
     def _from_monitor(self, up: bool, reason: str) -> None:
         """News from the `ConnectionMonitor`, possibly on one of PyMongo's threads."""
@@ -529,12 +536,22 @@ class MongoStore(Store):
         self._apply(up, reason)
 
     def _apply(self, up: bool, reason: str) -> None:
-        if self._closed:
+        if not self._closed:
+            self._report(up, reason)
+
+    def _report(self, up: bool, reason: str, **detail: Any) -> None:
+        """Record (and log) a change of the connection state; emits the event."""
+        if up is self._connected:
             return
         if up:
-            self._mark_connected(reason=reason)
+            logger.info("MongoDB answers again (%s)", reason)
+            self._mark_connected(reason=reason, **detail)
         else:
-            self._mark_disconnected(reason=reason)
+            logger.warning(
+                "MongoDB cannot be reached (%s): requests that need a session wait up to "
+                "reconnect_timeout for it, then get 503", reason,
+            )
+            self._mark_disconnected(reason=reason, **detail)
 
 
 class _ClientSpec(NamedTuple):
