@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from pymongo.hello import Hello
+from pymongo.monitoring import ServerHeartbeatFailedEvent, ServerHeartbeatSucceededEvent
 from tornado.testing import AsyncTestCase, ExpectLog, gen_test
 
 from tests.base import COOKIE, SessionTestCase
@@ -254,3 +256,61 @@ class TestWireTouchAfter(MockHTTPCase):
         self.assertEqual(touch["u"], {"$set": {"expires": bson_datetime(touched_at + 3600)}})
         self.assertIn(COOKIE, self.jar)
 
+
+
+class TestConnectionMonitor(AsyncTestCase):
+    """The listener's rule, fed PyMongo's own heartbeat events: up while any server takes writes."""
+
+    A = ("db-a", 27017)
+    B = ("db-b", 27017)
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.mock_store = MongoStore.from_uri("mongodb://127.0.0.1:1")
+        self.events: list[str] = []
+        self.mock_store.on("disconnect", lambda payload: self.events.append("disconnect"))
+        self.mock_store.on("connect", lambda payload: self.events.append("connect"))
+        self.monitor = MongoStore.listener()
+        self.monitor.attach(self.mock_store)
+
+    def tearDown(self) -> None:
+        self.io_loop.run_sync(self.mock_store.close)
+        super().tearDown()
+
+    def beat(self, address: tuple[str, int], reply: dict[str, Any] | None) -> None:
+        if reply is None:
+            self.monitor.failed(ServerHeartbeatFailedEvent(0.01, OSError("refused"), address))
+        else:
+            self.monitor.succeeded(
+                ServerHeartbeatSucceededEvent(0.01, Hello({"ok": 1, **reply}), address)
+            )
+
+    def test_primary_lost_with_only_a_secondary_left_is_down_until_one_takes_writes(self) -> None:
+        self.beat(self.A, {"isWritablePrimary": True, "setName": "rs"})
+        self.beat(self.B, {"secondary": True, "setName": "rs"})
+        self.assertEqual(self.events, [])
+        self.beat(self.A, None)
+        self.assertEqual(self.events, ["disconnect"])
+        self.beat(self.B, {"secondary": True, "setName": "rs"})  # still no writable server
+        self.assertEqual(self.events, ["disconnect"])
+        self.beat(self.B, {"isWritablePrimary": True, "setName": "rs"})  # B was elected
+        self.assertEqual(self.events, ["disconnect", "connect"])
+        self.assertTrue(self.mock_store.connected)
+
+    def test_one_failing_server_of_two_writable_ones_is_not_an_outage(self) -> None:
+        self.beat(self.A, {"isWritablePrimary": True, "msg": "isdbgrid"})
+        self.beat(self.B, {"isWritablePrimary": True, "msg": "isdbgrid"})
+        self.beat(self.A, None)
+        self.assertEqual(self.events, [])
+        self.beat(self.B, None)
+        self.assertEqual(self.events, ["disconnect"])
+
+    def test_a_store_attached_during_an_outage_learns_it_at_once(self) -> None:
+        self.beat(self.A, None)
+        late = MongoStore.from_uri("mongodb://127.0.0.1:1")
+        self.monitor.attach(late)
+        self.assertFalse(late.connected)
+        self.monitor.detach(late)
+        self.beat(self.A, {"isWritablePrimary": True})
+        self.assertFalse(late.connected)  # detached: no longer told
+        self.assertTrue(self.mock_store.connected)
