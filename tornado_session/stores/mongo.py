@@ -126,13 +126,16 @@ class ConnectionMonitor(_HeartbeatListener):
 
     def attach(self, store: MongoStore) -> None:
         """Report to ``store`` from now on (and tell it now if MongoDB is down)."""
-        self._stores.add(store)
-        if self.up is False:
+        with self._lock:  # heartbeats may be iterating the stores on another thread
+            self._stores.add(store)
+            down = self.up is False
+        if down:
             store._from_monitor(False, "no writable server")
 
     def detach(self, store: MongoStore) -> None:
         """Stop reporting to ``store``."""
-        self._stores.discard(store)
+        with self._lock:
+            self._stores.discard(store)
 
     def _heard(self, address: Any, writable: bool, reason: str) -> None:
         with self._lock:
