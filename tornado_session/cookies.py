@@ -310,12 +310,10 @@ class SetCookieFormat:
         ``expires`` is epoch seconds.  Raises `ValueError` for a value with
         control characters or spaces, as ``set_cookie`` does.
         """
-        if _LEGAL_VALUE.fullmatch(value):
-            coded = value
+        if _QUOTED_AS_IS.fullmatch(value):  # a signed value: base64 may add "=", "/", "+"
+            coded = value if value and _LEGAL_VALUE.fullmatch(value) else f'"{value}"'
         elif _CONTROL.search(value):
             raise ValueError(f"Invalid cookie {self._name!r}: {value!r}")
-        elif _QUOTED_AS_IS.fullmatch(value):
-            coded = f'"{value}"'  # a signed value (base64 has "=", "/" and "+")
         else:
             coded = _QUOTER.value_encode(value)[1]
         httponly, tail = self._tail_flags

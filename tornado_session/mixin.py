@@ -345,8 +345,12 @@ class _FormattedMorsel(http.cookies.Morsel[str]):
     """A cookie whose ``Set-Cookie`` line is already made (Tornado writes `OutputString`)."""
 
     def __init__(self, name: str, value: str, line: str) -> None:
-        super().__init__()
-        self.set(name, value, line.split(";", 1)[0][len(name) + 1:])
+        # Not Morsel.__init__, which fills every attribute with "" one by one:
+        # the attributes are in ``line``.
+        dict.__init__(self)
+        self._key = name
+        self._value = value
+        self._coded_value = line.split(";", 1)[0][len(name) + 1:]
         self._line = line
 
     def OutputString(self, attrs: Any = None) -> str:
