@@ -137,6 +137,41 @@ class TestConnectionEvents(RedisStoreOutageCase):
             await store.close()
 
     @gen_test(timeout=20)
+    async def test_a_probe_that_died_is_started_again_by_a_waiting_request(self) -> None:
+        await self.stop_server()
+        with ExpectLog("tornado_session.stores.redis", "Redis did not answer"), \
+                self.assertRaises(StoreUnavailableError):
+            await self.store.get("k", 60)
+        (probe,) = self.probes()
+        probe.cancel()
+        await asyncio.wait([probe])
+        self.assertEqual(self.probes(), [])
+        await self.start_server()
+        self.assertTrue(await self.store.wait_connected(3))  # what the lifecycle calls
+        self.assertEqual(self.recorder.names(), ["disconnect", "connect"])
+
+    @gen_test(timeout=20)
+    async def test_an_unexpected_error_in_the_probe_does_not_end_it(self) -> None:
+        await self.stop_server()
+        with ExpectLog("tornado_session.stores.redis", "Redis did not answer"), \
+                self.assertRaises(StoreUnavailableError):
+            await self.store.get("k", 60)
+        real_ping = self.store.client.ping
+        calls = []
+
+        async def broken_once() -> bool:
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("a bug")
+            return await real_ping()
+
+        with ExpectLog("tornado_session.stores.redis", "the Redis probe failed unexpectedly"):
+            self.store.client.ping = broken_once  # type: ignore[method-assign]
+            await self.start_server()
+            await self.recorder.wait_for("connect", timeout=3)
+        self.assertGreaterEqual(len(calls), 2)
+
+    @gen_test(timeout=20)
     async def test_close_while_disconnected_cancels_the_probe(self) -> None:
         await self.stop_server()
         with ExpectLog("tornado_session.stores.redis", "Redis did not answer"), \

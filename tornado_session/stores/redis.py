@@ -461,8 +461,22 @@ class RedisStore(Store):
                 "Redis did not answer (%s: %s); probing until it does", type(exc).__name__, exc
             )
         self._mark_disconnected(reason=type(exc).__name__, error=str(exc))
+        self._ensure_probe()
+
+    def _ensure_probe(self) -> None:
+        """Start the probe task unless it runs (or the store is closed)."""
         if not self._closed and (self._probe is None or self._probe.done()):
             self._probe = asyncio.get_running_loop().create_task(self._probe_until_back())
+
+    async def wait_connected(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for Redis to answer again; see `Store.wait_connected`.
+
+        While the store is disconnected, the lifecycle sends it no command: the
+        probe alone can bring it back, so this makes sure the probe runs.
+        """
+        if not self._connected:
+            self._ensure_probe()
+        return await super().wait_connected(timeout)
 
     async def _probe_until_back(self) -> None:
         """``PING`` with back-off until Redis answers, then emit ``connect``."""
@@ -474,7 +488,9 @@ class RedisStore(Store):
                 return
             try:
                 await asyncio.wait_for(self.client.ping(), timeout)
-            except (self._redis_error, TimeoutError, OSError):
+            except Exception as exc:  # anything but an answer: try again later
+                if not isinstance(exc, (self._redis_error, TimeoutError, OSError)):
+                    logger.warning("the Redis probe failed unexpectedly: %r", exc)
                 delay = min(delay * 2, self.probe_interval)
                 continue
             logger.info("Redis answers again")
