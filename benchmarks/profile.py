@@ -33,8 +33,11 @@ def main(argv: list[str] | None = None) -> int:
 
         procs = Processes()
         redis = procs
-        url = start_redis(procs)
-        command += ["--redis-url", str(url)]
+        found = start_redis(procs)
+        if found is None:
+            print("no redis-server (scripts/bench.sh installs it)", file=sys.stderr)
+            return 1
+        command += ["--redis-url", found[0]]
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "profile.txt"
         server = subprocess.Popen(pinned(0, [
