@@ -19,7 +19,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import redis
 
@@ -139,7 +139,3 @@ class RedisServerCase:
             self.redis_server.start()
         self.redis_server.flush()
         super().setUp()  # type: ignore[misc]
-
-    def client_options(self) -> dict[str, Any]:
-        """Options of the store's ``redis.asyncio`` client in these tests."""
-        return {}
