@@ -318,8 +318,10 @@ class TestNamespace(RedisCase):
     @gen_test
     async def test_record_that_does_not_decode_reads_as_missing_with_a_warning(self) -> None:
         with self.redis_server.admin() as admin:
-            admin.hset(NS + "bad", mapping={"\xff": "1", "n": "not json"})
+            admin.hset(NS + "good", mapping={b"\xff": b"1", "é".encode(): b'{"a":[1]}'})
+            admin.hset(NS + "bad", mapping={b"\xff": b"1", b"n": b"not json"})
             admin.hset(NS + "bad-name", mapping={b"\xfe": b"1"})
+        self.assertEqual(await self.store.get("good", 60), {"é": {"a": [1]}})  # the layout
         with ExpectLog("tornado_session.stores.redis", ".*does not decode"):
             self.assertIsNone(await self.store.get("bad", 60))
         with ExpectLog("tornado_session.stores.redis", ".*does not decode"):
