@@ -177,15 +177,19 @@ def start_server(procs: Processes, kind: str, urls: dict[str, str],
                  source: str | None = None) -> Server:
     port = free_port()
     env = dict(os.environ)
-    if source is not None:  # that checkout's tornado_session comes first on the path
+    cwd = ROOT
+    if source is not None:
+        # That checkout's tornado_session first: `-m` puts the working directory
+        # first on sys.path, so run from there; benchmarks/ comes from ROOT.
         env["PYTHONPATH"] = os.pathsep.join([source, str(ROOT)])
+        cwd = Path(source)
     command = [sys.executable, "-m", "benchmarks.servers", kind, "--port", str(port)]
     if "redis" in urls:
         command += ["--redis-url", urls["redis"]]
     if "mongo" in urls:
         command += ["--mongo-uri", urls["mongo"]]
     with tempfile.TemporaryFile() as log:
-        proc = procs.start(pinned(0, command), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log,
+        proc = procs.start(pinned(0, command), cwd=cwd, stdout=subprocess.DEVNULL, stderr=log,
                            env=env)
         if wait_port(port, 20) and proc.poll() is None:
             return Server(kind, port, proc)
