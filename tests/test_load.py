@@ -110,6 +110,15 @@ class TestLoadRedisStore(RedisServerCase, LoadCase):
     def make_store(self) -> Store:
         return RedisStore.from_url(self.redis_server.url)
 
+    @gen_test(timeout=30)
+    async def test_more_concurrent_calls_than_pooled_connections_wait_and_succeed(self) -> None:
+        # redis-py's pool holds 100 connections by default; the 101st concurrent
+        # command must wait for one, not make the store report an outage.
+        await self.store.set("burst", {"n": 1}, 60)
+        results = await asyncio.gather(*(self.store.get("burst", 60) for _ in range(250)))
+        self.assertEqual(results, [{"n": 1}] * 250)
+        self.assertTrue(self.store.connected)
+
 
 class TestLoadMongoStore(MongoServerCase, LoadCase):
     """On the MongoDB wire server (mongoeco: correct, but far slower than mongod)."""
