@@ -207,9 +207,9 @@ class RedisStore(Store):
     ) -> RedisStore:
         """Build a store with a client of its own, from a ``redis://`` URL.
 
-        ``client_options`` go to ``redis.asyncio.BlockingConnectionPool.from_url``
-        (``max_connections`` defaults to 50; a command waits for a free
-        connection, within ``timeout``, rather than failing).  Unless
+        ``client_options`` go to ``redis.asyncio.Redis.from_url``
+        (``max_connections`` defaults to 10,000 here, Redis's own limit of
+        clients, instead of redis-py's 100, past which commands fail).  Unless
         given, ``retry`` is one immediate retry (enough to replace a pooled
         connection the server closed), so a server that is down is reported
         at once instead of after redis-py's default back-off of seconds; and
@@ -233,13 +233,13 @@ class RedisStore(Store):
                 f"RedisStore.from_url(url=...): expected a str such as 'redis://host:6379/0', "
                 f"got {type(url).__name__}"
             )
-        # A pool that waits for a free connection: redis-py's default pool (100
-        # connections) raises at the 101st concurrent command, which would read
-        # as an outage and answer every request 503 under a burst of load.
-        client_options.setdefault("timeout", None)  # the store's own timeout bounds the wait
+        # redis-py's pool holds 100 connections by default and raises at the
+        # 101st concurrent command, which the store would take for an outage
+        # (every request 503 under a burst).  Redis itself takes 10,000 clients.
+        # (A BlockingConnectionPool waits instead, but costs ~20 us a command.)
+        client_options.setdefault("max_connections", 10_000)
         try:
-            pool = aioredis.BlockingConnectionPool.from_url(url, **client_options)
-            client = aioredis.Redis.from_pool(pool)
+            client = aioredis.Redis.from_url(url, **client_options)
         except (ValueError, TypeError) as exc:  # not echoing the URL: it may hold a password
             raise SessionOptionError(f"RedisStore.from_url(url=...): {exc}") from exc
         # No connection is made before the first command: a bad option below
