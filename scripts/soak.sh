@@ -21,15 +21,17 @@ export RELIABILITY_REPORT="${RELIABILITY_REPORT:-${TMPDIR:-/tmp}/tornado-session
 tests="tests/test_properties*.py tests/test_security*.py tests/test_load*.py tests/test_faults*.py"
 started=$(date +%s)
 
+failed=0
 echo "== the default-run sizes (what CI runs)"
 # shellcheck disable=SC2086
-.venv/bin/python -m pytest -q -p no:cacheprovider $tests
+.venv/bin/python -m pytest -q -p no:cacheprovider $tests || failed=1
 echo "== properties, Hypothesis profile 'long'"
 HYPOTHESIS_PROFILE=long .venv/bin/python -m pytest -q -p no:cacheprovider -o timeout=3600 \
-    tests/test_properties*.py
+    tests/test_properties*.py || failed=1
 echo "== slow: load soak, memory over HTTP, repeated store restarts under load"
 # shellcheck disable=SC2086
-.venv/bin/python -m pytest -q -p no:cacheprovider -m slow -o timeout=3600 $tests
+.venv/bin/python -m pytest -q -p no:cacheprovider -m slow -o timeout=3600 $tests || failed=1
 
 echo "== figures ($RELIABILITY_REPORT), $(( $(date +%s) - started )) s in all"
 cat "$RELIABILITY_REPORT"
+[ "$failed" -eq 0 ] || { echo "== some runs FAILED (see above)"; exit 1; }

@@ -124,8 +124,9 @@ class FaultCase(AsyncHTTPTestCase):
         self.assertTrue(all(o.retry_after == "1" for o in unavailable))
         # A 503 comes after reconnect_timeout; one in flight at the stop may
         # first wait for the driver to give up (Mongo: serverSelectionTimeoutMS).
+        # Either way well before the server is back: none waits out the outage.
         slowest_503 = max(o.seconds for o in unavailable)
-        self.assertLess(slowest_503, 2 * RECONNECT_TIMEOUT + 0.5)
+        self.assertLess(slowest_503, 2 * RECONNECT_TIMEOUT + 1.0)
         self.assertEqual([o for o in unavailable if not down_then(o)], [])
         # Requests that do not need the store: always 200, never held.
         others = [o for visitor in visitors for o in visitor.outcomes]
