@@ -118,7 +118,8 @@ def markdown(results: dict[str, Any]) -> str:
         "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for framework, bare in results.get("bare", {}).items():
-        runs = ", ".join(f"{value:.1f}" for value in bare["us_runs"])
+        runs = (f"{len(bare['us_runs'])} runs, {min(bare['us_runs']):.1f} to "
+                f"{max(bare['us_runs']):.1f}")
         lines.append(f"| (bare handler) | {framework} | - | bare | {bare['rps']:,.0f} | "
                      f"{bare['us']:.1f} | 0 | 1 | 1 | {bare['wait_us']:.1f} | {runs} |")
     for row in results.get("rows", []):
