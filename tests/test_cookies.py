@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import unittest
 from typing import Any
 
 import orjson
@@ -10,6 +11,7 @@ import tornado.web
 
 from tests.base import COOKIE, COOKIE_SECRET, SessionTestCase, set_cookies
 from tornado_session import SessionMixin
+from tornado_session.cookies import VERIFIED_MEMORY, CookieCodec
 
 
 class RememberMe(SessionMixin, tornado.web.RequestHandler):
@@ -211,3 +213,44 @@ class TestSignedValue(SessionTestCase):
         payload = orjson.loads(decoded)
         self.assertEqual(set(payload), {"e", "m", "i"})
         self.assertGreaterEqual(len(payload["i"]), 43)  # 256 bits, base64url
+
+
+class TestVerifiedMemory(unittest.TestCase):
+    """The codec skips Tornado's HMAC for a value it verified before, and only then."""
+
+    def setUp(self) -> None:
+        self.checked: list[str] = []
+
+        def unsign(name: str, value: str) -> bytes | None:
+            self.checked.append(value)
+            return tornado.web.decode_signed_value(
+                COOKIE_SECRET, name, value, max_age_days=float("inf"), min_version=2
+            )
+
+        def sign(name: str, value: bytes) -> bytes:
+            return tornado.web.create_signed_value(COOKIE_SECRET, name, value, version=2)
+
+        self.codec = CookieCodec(COOKIE, sign=sign, unsign=unsign)
+
+    def test_a_value_verified_once_is_not_checked_again(self) -> None:
+        value = self.codec.dumps({"e": 1, "d": {}})
+        self.assertEqual(self.codec.loads(value), {"e": 1, "d": {}})
+        self.assertEqual(self.codec.loads(value), {"e": 1, "d": {}})
+        self.assertEqual(self.checked, [value])
+
+    def test_a_refused_value_is_checked_every_time(self) -> None:
+        forged = self.codec.dumps({"e": 1, "d": {}})[:-1] + "0"
+        self.assertIsNone(self.codec.loads(forged))
+        self.assertIsNone(self.codec.loads(forged))
+        self.assertEqual(self.checked, [forged, forged])
+
+    def test_the_memory_is_bounded_oldest_first(self) -> None:
+        values = [self.codec.dumps({"e": n, "d": {}}) for n in range(VERIFIED_MEMORY + 1)]
+        for value in values:
+            self.codec.loads(value)
+        self.checked.clear()
+        self.codec.loads(values[-1])
+        self.codec.loads(values[1])
+        self.assertEqual(self.checked, [])
+        self.codec.loads(values[0])  # forgotten: checked again
+        self.assertEqual(self.checked, [values[0]])

@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 
 from . import serializers
-from .cookies import CookieCodec, SetCookieFormat
+from .cookies import CookieCodec
 from .errors import SessionError, StoreUnavailableError
 from .options import SessionOptions
 from .session import Session
@@ -101,17 +101,13 @@ class CookieUpdate:
 
 
 class SessionConfig:
-    """The per-application part: options, the cookie codec and header format, built once."""
+    """The per-application part: options and the cookie codec, built once."""
 
-    __slots__ = ("codec", "cookie_format", "options", "retry_after")
+    __slots__ = ("codec", "options", "retry_after")
 
     def __init__(self, options: SessionOptions, codec: CookieCodec) -> None:
         self.options = options
         self.codec = codec
-        self.cookie_format = SetCookieFormat(
-            options.key, domain=options.domain, path=options.path, httponly=options.httponly,
-            samesite=options.samesite,
-        )
         #: ``Retry-After`` seconds for a 503 caused by a store outage.
         self.retry_after = max(1, math.ceil(options.reconnect_timeout))
 

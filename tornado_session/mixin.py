@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http.cookies
+import functools
 import logging
 import sys
 import types
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import tornado.web
 from tornado.iostream import StreamClosedError
 
-from .cookies import CookieCodec, SignedValues
+from .cookies import CookieCodec
 from .errors import SessionNotLoadedError, SessionOptionError, StoreUnavailableError
 from .lifecycle import CookieUpdate, Decision, SessionConfig, SessionContext
 from .options import SessionOptions
@@ -287,35 +287,27 @@ class SessionMixin(_HandlerBase):
         if self._session_read and (
             "Vary" not in self._headers or "cookie" not in _vary_tokens(self)
         ):
-            self._headers.add("Vary", "Cookie")  # add_header() would check the constant
+            self.add_header("Vary", "Cookie")
         if self._session_unavailable and self.get_status() == 503:
             self.set_header("Retry-After", str(self._session_config().retry_after))
 
     def _session_set_cookie(self, cookie: CookieUpdate | None) -> None:
-        """Queue the session's ``Set-Cookie`` where ``set_cookie`` queues cookies.
-
-        The line is the one ``set_cookie`` would write (`SetCookieFormat`), made
-        at a fraction of its cost; like ``set_cookie``'s, it replaces an earlier
-        one of the same name, survives ``clear()`` and goes out with the headers.
-        """
         if cookie is None:
             return
-        config = self._session_config()
-        options = config.options
+        options = self._session_config().options
         secure = options.secure if options.secure is not None else (
             self.request.protocol == "https"
         )
-        line = config.cookie_format.line(
+        self.set_cookie(
+            options.key,
             cookie.value,
+            domain=options.domain,
+            path=options.path,
             expires=_EPOCH_PLUS_A_DAY if cookie.is_expiry else cookie.expires,
             max_age=None if cookie.max_age is None else int(cookie.max_age),
+            httponly=options.httponly,
             secure=secure,
-        )
-        if not hasattr(self, "_new_cookie"):
-            self._new_cookie = http.cookies.SimpleCookie()
-        self._new_cookie.pop(options.key, None)
-        dict.__setitem__(
-            self._new_cookie, options.key, _FormattedMorsel(options.key, cookie.value, line)
+            samesite=options.samesite,
         )
 
     # -- errors ----------------------------------------------------------------------
@@ -339,23 +331,6 @@ class SessionMixin(_HandlerBase):
             logger.warning("%s answered 503: %s", type(self).__name__, value)
             return
         super().log_exception(typ, value, tb)
-
-
-class _FormattedMorsel(http.cookies.Morsel[str]):
-    """A cookie whose ``Set-Cookie`` line is already made (Tornado writes `OutputString`)."""
-
-    def __init__(self, name: str, value: str, line: str) -> None:
-        # Not Morsel.__init__, which fills every attribute with "" one by one:
-        # the attributes are in ``line``.
-        dict.__init__(self)
-        self._key = name
-        self._value = value
-        self._coded_value = line.split(";", 1)[0][len(name) + 1:]
-        self._line = line
-
-    def OutputString(self, attrs: Any = None) -> str:
-        """The header line (without ``Set-Cookie:``)."""
-        return self._line
 
 
 def _vary_tokens(handler: tornado.web.RequestHandler) -> set[str]:
@@ -382,7 +357,7 @@ def _session_config(application: tornado.web.Application) -> SessionConfig:
 
 
 def _signing(settings: Mapping[str, Any], options: SessionOptions) -> dict[str, Any]:
-    """Tornado's signed values (version 2) bound to the application's secret."""
+    """Tornado's signed-value functions bound to the application's secret."""
     if not options.signed:
         return {}
     secret = settings.get("cookie_secret")
@@ -398,12 +373,14 @@ def _signing(settings: Mapping[str, Any], options: SessionOptions) -> dict[str, 
             f"the application setting key_version={key_version!r} is not a key of "
             f"cookie_secret (versions: {sorted(secret)})"
         )
-    # Tornado's version-2 format, made and checked by SignedValues (the same
-    # bytes, a fraction of the cost).  The expiry travels inside the payload and
-    # is checked by the lifecycle: Tornado's own timestamp must not cut sessions
-    # at 31 days, so it is not checked.
-    signer = SignedValues(
-        secret, key_version=key_version if isinstance(secret, dict) else None,
+    sign = functools.partial(
+        tornado.web.create_signed_value, secret, version=2,
+        key_version=key_version if isinstance(secret, dict) else None, clock=options.clock,
+    )
+    # The expiry travels inside the payload and is checked by the lifecycle;
+    # Tornado's own timestamp check must not cut sessions at 31 days.
+    unsign = functools.partial(
+        tornado.web.decode_signed_value, secret, max_age_days=float("inf"), min_version=2,
         clock=options.clock,
     )
-    return {"sign": signer.sign, "unsign": signer.unsign}
+    return {"sign": lambda name, value: sign(name, value), "unsign": unsign}
