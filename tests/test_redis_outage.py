@@ -70,7 +70,7 @@ class TestConnectionEvents(RedisStoreOutageCase):
         await self.store.set("k", {"n": 1}, 60)
         self.assertEqual(self.probes(), [])  # no task while connected
         await self.stop_server()
-        with ExpectLog("tornado_session.stores.redis", "Redis did not answer"):
+        with ExpectLog("tornado_session.stores.redis", "Redis cannot be reached"):
             for call in (self.store.get("k", 60), self.store.set("k", {"n": 2}, 60),
                          self.store.destroy("k"), self.store.count()):
                 with self.assertRaises(StoreUnavailableError):
@@ -86,7 +86,7 @@ class TestConnectionEvents(RedisStoreOutageCase):
     async def test_server_coming_back_is_noticed_without_any_request(self) -> None:
         await self.store.set("k", {"n": 1}, 60)
         await self.stop_server()
-        with ExpectLog("tornado_session.stores.redis", "Redis did not answer"), \
+        with ExpectLog("tornado_session.stores.redis", "Redis cannot be reached"), \
                 self.assertRaises(StoreUnavailableError):
             await self.store.get("k", 60)
         await asyncio.sleep(0.5)  # a few failed probes
@@ -103,7 +103,7 @@ class TestConnectionEvents(RedisStoreOutageCase):
     async def test_first_success_after_a_failure_emits_connect_once(self) -> None:
         await self.store.set("k", {"n": 1}, 60)
         await self.stop_server()
-        with ExpectLog("tornado_session.stores.redis", "Redis did not answer"), \
+        with ExpectLog("tornado_session.stores.redis", "Redis cannot be reached"), \
                 self.assertRaises(StoreUnavailableError):
             await self.store.get("k", 60)
         await self.start_server()
@@ -124,7 +124,7 @@ class TestConnectionEvents(RedisStoreOutageCase):
             os.kill(process.pid, signal.SIGSTOP)
             try:
                 started = time.monotonic()
-                with ExpectLog("tornado_session.stores.redis", "Redis did not answer.*Timeout"), \
+                with ExpectLog("tornado_session.stores.redis", "Redis cannot be reached.*Timeout"), \
                         self.assertRaisesRegex(StoreUnavailableError, "(?i)timeout"):
                     await store.get("k", 60)
                 self.assertLess(time.monotonic() - started, 2.0)
@@ -139,7 +139,7 @@ class TestConnectionEvents(RedisStoreOutageCase):
     @gen_test(timeout=20)
     async def test_a_probe_that_died_is_started_again_by_a_waiting_request(self) -> None:
         await self.stop_server()
-        with ExpectLog("tornado_session.stores.redis", "Redis did not answer"), \
+        with ExpectLog("tornado_session.stores.redis", "Redis cannot be reached"), \
                 self.assertRaises(StoreUnavailableError):
             await self.store.get("k", 60)
         (probe,) = self.probes()
@@ -153,7 +153,7 @@ class TestConnectionEvents(RedisStoreOutageCase):
     @gen_test(timeout=20)
     async def test_an_unexpected_error_in_the_probe_does_not_end_it(self) -> None:
         await self.stop_server()
-        with ExpectLog("tornado_session.stores.redis", "Redis did not answer"), \
+        with ExpectLog("tornado_session.stores.redis", "Redis cannot be reached"), \
                 self.assertRaises(StoreUnavailableError):
             await self.store.get("k", 60)
         real_ping = self.store.client.ping
@@ -174,7 +174,7 @@ class TestConnectionEvents(RedisStoreOutageCase):
     @gen_test(timeout=20)
     async def test_close_while_disconnected_cancels_the_probe(self) -> None:
         await self.stop_server()
-        with ExpectLog("tornado_session.stores.redis", "Redis did not answer"), \
+        with ExpectLog("tornado_session.stores.redis", "Redis cannot be reached"), \
                 self.assertRaises(StoreUnavailableError):
             await self.store.get("k", 60)
         (probe,) = self.probes()
@@ -234,7 +234,7 @@ class RedisHTTPCase(RedisServerCase, SessionTestCase):
     async def outage_503(self, path: str) -> None:
         started = time.monotonic()
         with ExpectLog("tornado_session.mixin", ".*answered 503"), \
-                ExpectLog("tornado_session.stores.redis", "Redis did not answer"):
+                ExpectLog("tornado_session.stores.redis", "Redis cannot be reached"):
             response = await self.fetch_async(path)
         self.assertGreaterEqual(time.monotonic() - started, self.reconnect_timeout)
         self.assertEqual(response.code, 503)
@@ -277,7 +277,7 @@ class TestRequestHeldDuringOutage(RedisHTTPCase):
     async def test_request_waiting_during_the_outage_is_served_when_redis_returns(self) -> None:
         self.assertEqual((await self.fetch_async("/count")).body, b"1")
         await asyncio.to_thread(self.redis_server.stop)
-        with ExpectLog("tornado_session.stores.redis", "Redis did not answer"):
+        with ExpectLog("tornado_session.stores.redis", "Redis cannot be reached"):
             waiting = asyncio.ensure_future(self.fetch_async("/count"))
             await self.recorder.wait_for("disconnect")
         await asyncio.sleep(0.3)

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..errors import SessionOptionError, StoreUnavailableError
 from ..events import EventEmitter, Listener
 
 #: Where every store gets the time from: injectable, so expiry is tested
@@ -30,14 +33,36 @@ class Store(abc.ABC):
     when the backend comes and goes.  The store contract suite,
     `tornado_session.testing.StoreContract`, says in tests what each call must
     do; subclass it to test your own store.
+
+    A store whose server can come back on its own implements `ping` and calls
+    `_connection_lost` when a call fails for want of the server: the store
+    then pings (after 0.05 s, backing off to every ``probe_interval`` seconds)
+    until the server answers, and emits ``connect``, so requests held during
+    an outage are released even when none of them reaches the server.
     """
 
-    def __init__(self, *, clock: Clock = time.time) -> None:
+    #: The name of the backend in log lines ("Redis", "MongoDB").
+    backend = "the store's backend"
+
+    def __init__(self, *, clock: Clock = time.time, probe_interval: float = 1.0) -> None:
+        if isinstance(probe_interval, bool) or not isinstance(probe_interval, (int, float)) or (
+            not 0 < probe_interval < math.inf
+        ):
+            raise SessionOptionError(
+                f"{type(self).__name__}(probe_interval={probe_interval!r}): "
+                "expected a positive number of seconds"
+            )
         #: The store's events: ``connect`` and ``disconnect``.
         self.events = EventEmitter()
         self.clock = clock
+        #: The longest pause, in seconds, between two pings of a server that went away.
+        self.probe_interval = float(probe_interval)
         self._connected = True
+        self._closed = False
         self._waiters: list[asyncio.Future[None]] = []
+        self._probe_task: asyncio.Task[None] | None = None
+        #: The module's logger: a store's lines are under its own module's name.
+        self._log = logging.getLogger(type(self).__module__)
 
     # -- events and connection state --------------------------------------
 
@@ -83,6 +108,7 @@ class Store(abc.ABC):
         """
         if self._connected:
             return True
+        self._start_probe()  # while disconnected the lifecycle sends no calls: only it can tell
         if timeout <= 0:
             return False
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -95,6 +121,59 @@ class Store(abc.ABC):
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
         return True
+
+    async def ping(self) -> None:
+        """Ask the backend whether it answers; raise `StoreUnavailableError` if not.
+
+        Stores whose server can come back on its own override it; the probe
+        that runs while the store is disconnected calls it.  The default has no
+        server to ask: such a store comes back only by `_mark_connected` (as
+        `MemoryStore.open` does).
+        """
+        raise NotImplementedError
+
+    def _connection_lost(self, exc: BaseException) -> None:
+        """A call failed for want of the backend: disconnected until a ping is answered."""
+        if self._connected:
+            self._log.warning(
+                "%s cannot be reached (%s: %s): requests that need a session wait up to "
+                "reconnect_timeout for it, then get 503; probing until it answers",
+                self.backend, type(exc).__name__, exc,
+            )
+        self._mark_disconnected(reason=type(exc).__name__, error=str(exc))
+        self._start_probe()
+
+    def _start_probe(self) -> None:
+        """Start pinging until the backend answers, unless a probe runs or cannot."""
+        if self._connected or self._closed or type(self).ping is Store.ping:
+            return
+        if self._probe_task is None or self._probe_task.done():
+            self._probe_task = asyncio.get_running_loop().create_task(self._probe_until_back())
+
+    async def _probe_until_back(self) -> None:
+        delay = min(0.05, self.probe_interval)
+        ping_timeout = max(1.0, 2 * self.probe_interval)
+        while not self._connected and not self._closed:
+            await asyncio.sleep(delay)
+            if self._connected or self._closed:
+                return
+            try:
+                await asyncio.wait_for(self.ping(), ping_timeout)
+            except Exception as exc:  # anything but an answer: try again later
+                if not isinstance(exc, (StoreUnavailableError, TimeoutError, OSError)):
+                    self._log.warning("the %s probe failed unexpectedly: %r", self.backend, exc)
+                delay = min(delay * 2, self.probe_interval)
+                continue
+            self._log.info("%s answers again", self.backend)
+            self._mark_connected(reason="probe")
+
+    async def _stop_probe(self) -> None:
+        """Mark the store closed and cancel the probe (for `close`): nothing is left running."""
+        self._closed = True
+        probe, self._probe_task = self._probe_task, None
+        if probe is not None and not probe.done():
+            probe.cancel()
+            await asyncio.gather(probe, return_exceptions=True)
 
     # -- the protocol -----------------------------------------------------
 

@@ -184,7 +184,7 @@ class _DriverErrors:
         if isinstance(exc, ConnectionFailure) or (
             isinstance(exc, PyMongoError) and exc.timeout
         ):
-            store._lost(exc)
+            store._connection_lost(exc)
             raise StoreUnavailableError(f"MongoDB cannot be reached: {exc}") from exc
         if isinstance(exc, (bson.errors.InvalidDocument, OverflowError)):
             raise SessionSerializationError(
@@ -209,6 +209,8 @@ class MongoStore(Store):
     without a `ConnectionMonitor` pings the server during an outage.
     """
 
+    backend = "MongoDB"
+
     def __init__(
         self,
         collection: Any,
@@ -230,15 +232,7 @@ class MongoStore(Store):
                 f"MongoStore(collection={collection!r}): expected a PyMongo async or Motor "
                 "collection, e.g. pymongo.AsyncMongoClient(uri)['app']['sessions']"
             )
-        if isinstance(probe_interval, bool) or not isinstance(probe_interval, (int, float)) or (
-            probe_interval <= 0
-        ):
-            raise SessionOptionError(
-                f"MongoStore(probe_interval={probe_interval!r}): "
-                "expected a positive number of seconds"
-            )
-        super().__init__(clock=clock)
-        self.probe_interval = float(probe_interval)
+        super().__init__(clock=clock, probe_interval=probe_interval)
         #: The collection (with the store's codec options) and its client;
         #: ``None`` until first use for a store built by `from_uri` outside a loop.
         self.collection: Any = None
@@ -250,9 +244,7 @@ class MongoStore(Store):
         self._create_ttl_index = create_ttl_index
         self._ready = False
         self._setup_task: asyncio.Future[None] | None = None
-        self._probe_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._closed = False
         self._errors = _DriverErrors(self)
         if isinstance(collection, _ClientSpec):
             self._deferred = collection
@@ -472,15 +464,20 @@ class MongoStore(Store):
         with self._errors:
             await self.collection.delete_many({})
 
+    async def ping(self) -> None:
+        """Send ``ping``; `StoreUnavailableError` when MongoDB does not answer."""
+        if self.collection is None:
+            self._open()
+        try:
+            await self.collection.database.command("ping")
+        except PyMongoError as exc:
+            raise StoreUnavailableError(f"MongoDB cannot be reached: {exc}") from exc
+
     async def close(self) -> None:
         """Stop probing, and close the client if `from_uri` created it."""
-        self._closed = True
         if self.monitor is not None:
             self.monitor.detach(self)
-        probe, self._probe_task = self._probe_task, None
-        if probe is not None and not probe.done():
-            probe.cancel()
-            await asyncio.gather(probe, return_exceptions=True)
+        await self._stop_probe()
         self._deferred = None
         if self._owns_client and self.client is not None:
             self._owns_client = False
@@ -505,22 +502,6 @@ class MongoStore(Store):
                 {"_id": key, "expires": {"$gt": self._now()}}, update
             )
         return bool(result.matched_count)
-
-    def _lost(self, exc: BaseException) -> None:
-        """A driver connection error: disconnected until a ping (or the monitor) says otherwise."""
-        self._report(False, type(exc).__name__, error=str(exc))
-        if self._closed or (self._probe_task is not None and not self._probe_task.done()):
-            return
-        self._probe_task = asyncio.get_running_loop().create_task(self._probe())
-
-    async def _probe(self) -> None:
-        while not self._connected and not self._closed:
-            try:
-                await self.collection.database.command("ping")
-            except PyMongoError:
-                await asyncio.sleep(self.probe_interval)
-                continue
-            self._report(True, "ping succeeded")
 
     def _from_monitor(self, up: bool, reason: str) -> None:
         """News from the `ConnectionMonitor`, possibly on one of PyMongo's threads."""

@@ -139,6 +139,8 @@ class RedisStore(Store):
     lifecycle's ``reconnect_timeout``.
     """
 
+    backend = "Redis"
+
     def __init__(
         self,
         client: Redis,
@@ -165,27 +167,21 @@ class RedisStore(Store):
                 f"RedisStore(namespace={namespace!r}): expected a non-empty str "
                 "(clear() and count() work on every key under it)"
             )
-        for option, value in (("timeout", timeout), ("probe_interval", probe_interval)):
-            if value is None and option == "timeout":
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-                not 0 < value < math.inf
-            ):
-                raise SessionOptionError(
-                    f"RedisStore({option}={value!r}): expected a positive number of seconds"
-                    + (" or None" if option == "timeout" else "")
-                )
-        super().__init__(clock=clock)
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+            or not 0 < timeout < math.inf
+        ):
+            raise SessionOptionError(
+                f"RedisStore(timeout={timeout!r}): expected a positive number of seconds or None"
+            )
+        super().__init__(clock=clock, probe_interval=probe_interval)
         #: The ``redis.asyncio.Redis`` client the store sends its commands through.
         self.client = client
         self.namespace = namespace
         #: Seconds a command may take before it counts as an outage (``None``:
         #: only the client's own ``socket_timeout`` applies).
         self.timeout = None if timeout is None else float(timeout)
-        self.probe_interval = float(probe_interval)
         self._owns_client = False
-        self._closed = False
-        self._probe: asyncio.Task[None] | None = None
         self._unavailable: tuple[type[BaseException], ...] = (
             exceptions.ConnectionError,
             exceptions.TimeoutError,
@@ -355,17 +351,20 @@ class RedisStore(Store):
         async for batch in self._scan():
             await self._call(self.client.unlink, *batch)
 
+    async def ping(self) -> None:
+        """Send ``PING``; `StoreUnavailableError` when Redis does not answer."""
+        try:
+            await self.client.ping()
+        except self._unavailable as exc:
+            raise StoreUnavailableError(f"Redis did not answer: {exc}") from exc
+
     async def close(self) -> None:
         """Stop the reconnect probe and close the client if the store made it.
 
         A client passed to the constructor stays open: it is yours.  Calls
         after `close` raise `StoreUnavailableError`.
         """
-        self._closed = True
-        probe, self._probe = self._probe, None
-        if probe is not None and not probe.done():
-            probe.cancel()
-            await asyncio.wait([probe])
+        await self._stop_probe()
         if self._owns_client:
             self._owns_client = False
             await self.client.aclose()
@@ -383,10 +382,10 @@ class RedisStore(Store):
                 async with asyncio.timeout(self.timeout):
                     result = await command(*args)
         except self._unavailable as exc:
-            self._lost(exc)
+            self._connection_lost(exc)
             raise StoreUnavailableError(f"Redis did not answer: {exc}") from exc
         except TimeoutError as exc:  # our own time-out (redis-py's is a RedisError)
-            self._lost(exc)
+            self._connection_lost(exc)
             raise StoreUnavailableError(
                 f"Redis did not answer within {self.timeout} s (timeout)"
             ) from exc
@@ -460,45 +459,3 @@ class RedisStore(Store):
                 yield keys
             if cursor == 0:
                 return
-
-    def _lost(self, exc: BaseException) -> None:
-        """A command failed for want of a connection: report it and start probing."""
-        if self._connected:
-            logger.warning(
-                "Redis did not answer (%s: %s); probing until it does", type(exc).__name__, exc
-            )
-        self._mark_disconnected(reason=type(exc).__name__, error=str(exc))
-        self._ensure_probe()
-
-    def _ensure_probe(self) -> None:
-        """Start the probe task unless it runs (or the store is closed)."""
-        if not self._closed and (self._probe is None or self._probe.done()):
-            self._probe = asyncio.get_running_loop().create_task(self._probe_until_back())
-
-    async def wait_connected(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for Redis to answer again; see `Store.wait_connected`.
-
-        While the store is disconnected, the lifecycle sends it no command: the
-        probe alone can bring it back, so this makes sure the probe runs.
-        """
-        if not self._connected:
-            self._ensure_probe()
-        return await super().wait_connected(timeout)
-
-    async def _probe_until_back(self) -> None:
-        """``PING`` with back-off until Redis answers, then emit ``connect``."""
-        delay = min(0.05, self.probe_interval)
-        timeout = max(1.0, 2 * self.probe_interval)
-        while not self._connected and not self._closed:
-            await asyncio.sleep(delay)
-            if self._connected or self._closed:
-                return
-            try:
-                await asyncio.wait_for(self.client.ping(), timeout)
-            except Exception as exc:  # anything but an answer: try again later
-                if not isinstance(exc, (self._redis_error, TimeoutError, OSError)):
-                    logger.warning("the Redis probe failed unexpectedly: %r", exc)
-                delay = min(delay * 2, self.probe_interval)
-                continue
-            logger.info("Redis answers again")
-            self._mark_connected(reason="probe")
