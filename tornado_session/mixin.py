@@ -109,8 +109,11 @@ class SessionMixin(_HandlerBase):
         are removed (our values never hold escapes; one that did would fail
         its signature check like any other foreign value).
         """
-        header = self.request.headers.get("Cookie")
-        if not header or name not in header:
+        headers = self.request.headers
+        if "Cookie" not in headers:  # (.get() costs an exception when it is missing)
+            return ()
+        header = headers["Cookie"]
+        if name not in header:
             return ()
         values = []
         for chunk in header.split(";"):
