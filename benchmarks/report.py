@@ -101,6 +101,10 @@ def markdown(results: dict[str, Any]) -> str:
         f"{results['seconds_per_run']} s; medians",
         f"- Load average (1, 5, 15 min) before: {results['load_before']}, after timing: "
         f"{results.get('load_after_timing')}, at the end: {results.get('load_after')}",
+        "- Peers: torndsession and pycket (Tornado), aiohttp-session (aiohttp), each against "
+        "its own framework's bare handler; all three run on this Python (and import on 3.13, "
+        "where torndsession's `datetime.utcnow()` warns on every request). pycket has no "
+        "memory store; torndsession and pycket build a new Redis client per request.",
         "",
         "## Per request, against the framework's bare handler",
         "",
