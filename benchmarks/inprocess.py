@@ -26,8 +26,8 @@ from tornado_session.stores import MemoryStore
 from .data import READ_ANSWER
 from .servers import tornado_session_app
 
-ROUNDS = 5
-N = 1500
+ROUNDS = 9
+N = 1000
 
 
 class Connection(HTTPConnection):

@@ -190,7 +190,7 @@ def _inprocess_markdown(found: dict[str, Any] | None) -> list[str]:
     bare = found["bare"]
     lines = ["", "## The session layer alone (in-process, no sockets)", "",
              "`benchmarks/inprocess.py`: Tornado's routing and handler path with an in-memory "
-             "connection, best of 5 rounds of 1,500 requests (thread CPU time), so other work "
+             "connection, best of 9 rounds of 1,000 requests (thread CPU time), so other work "
              f"on the machine hardly shows. Bare handler: {bare:.1f} µs.", "",
              "| store | scenario | µs | added µs |", "| --- | --- | ---: | ---: |"]
     for store, row in found.items():
