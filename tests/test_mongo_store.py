@@ -7,6 +7,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 import tornado.web
 from motor.motor_asyncio import AsyncIOMotorClient
 from motor.motor_tornado import MotorClient
-from tornado.testing import AsyncTestCase, gen_test
+from tornado.testing import AsyncTestCase, ExpectLog, gen_test
 
 from tests.base import COOKIE, SessionTestCase
 from tests.mongo_server import MongoWireServer
@@ -287,6 +288,30 @@ class TestConstruction(AsyncTestCase):
         await store.close()
         with self.assertRaises(StoreUnavailableError):
             await store.get("k1", 60)
+
+    @gen_test(timeout=15)
+    async def test_unreachable_server_is_unavailable_within_two_seconds_not_thirty(self) -> None:
+        store = MongoStore.from_uri("mongodb://127.0.0.1:1")
+        started = time.monotonic()
+        try:
+            with ExpectLog("tornado_session.stores.mongo", "MongoDB cannot be reached"), \
+                    self.assertRaises(StoreUnavailableError):
+                await store.get("k1", 60)
+        finally:
+            await store.close()
+        self.assertLess(time.monotonic() - started, 6)
+
+    @gen_test(timeout=15)
+    async def test_server_selection_timeout_given_in_the_uri_is_kept(self) -> None:
+        store = MongoStore.from_uri("mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=200")
+        started = time.monotonic()
+        try:
+            with ExpectLog("tornado_session.stores.mongo", "MongoDB cannot be reached"), \
+                    self.assertRaises(StoreUnavailableError):
+                await store.get("k1", 60)
+        finally:
+            await store.close()
+        self.assertLess(time.monotonic() - started, 1.5)
 
     def test_bad_probe_interval_is_refused_naming_the_option(self) -> None:
         for bad in (0, -1, True, "1"):

@@ -285,8 +285,18 @@ class MongoStore(Store):
         event loop (PyMongo's async client with listeners must be), so a store
         can be built at import time or before the IOLoop starts.  `close`
         closes the client.
+
+        Unless the URI or ``client_options`` set it, ``serverSelectionTimeoutMS``
+        is 2000 rather than PyMongo's 30000: a call made while no server answers
+        then fails within 2 s as `StoreUnavailableError`, and the waiting is the
+        lifecycle's (``reconnect_timeout``, released by ``connect``), not the
+        driver's.  Give a client you build the same setting.
         """
         _require_pymongo()
+        if "serverselectiontimeoutms" not in uri.lower() and not any(
+            name.lower() == "serverselectiontimeoutms" for name in client_options
+        ):
+            client_options["serverSelectionTimeoutMS"] = _SERVER_SELECTION_TIMEOUT_MS
         spec = _ClientSpec(uri, database, collection, client_options)
         return cls(
             spec, clock=clock, create_ttl_index=create_ttl_index, probe_interval=probe_interval
@@ -536,6 +546,10 @@ class MongoStore(Store):
                 "reconnect_timeout for it, then get 503", reason,
             )
             self._mark_disconnected(reason=reason, **detail)
+
+
+#: `MongoStore.from_uri`'s default ``serverSelectionTimeoutMS`` (PyMongo's is 30 s).
+_SERVER_SELECTION_TIMEOUT_MS = 2000
 
 
 class _ClientSpec(NamedTuple):
