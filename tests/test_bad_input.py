@@ -109,6 +109,21 @@ class BadInputCase(SessionTestCase):
         self.assertIsNotNone(new_cookie, "a fresh session that changed must set a cookie")
         return response
 
+    async def assert_failed_commit_keeps_the_session(self, path: str, logged: str) -> None:
+        """``path`` answers 500, logs ``logged``, and the session of views=1 lives on untouched."""
+        await self.valid_cookie()
+        before = dict(self.jar)
+        records = _capture("tornado.application")
+        try:
+            response = await self.fetch_async(path)
+        finally:
+            logging.getLogger("tornado.application").removeHandler(records)
+        self.assertEqual(response.code, 500)
+        self.assertNotIn("Set-Cookie", response.headers)
+        self.assertRegex(records.text(), logged)
+        self.assertEqual(self.jar, before)
+        self.assertEqual((await self.fetch_async("/read")).body, b"1")
+
 
 class BadCookieCases(BadInputCase):
     """Each bad cookie, for both store sessions (here) and cookie sessions (subclass)."""
@@ -181,18 +196,7 @@ class BadCookieCases(BadInputCase):
     async def test_unserialisable_value_is_a_500_naming_the_key_and_keeps_the_session(
         self,
     ) -> None:
-        await self.valid_cookie()
-        before = dict(self.jar)
-        records = _capture("tornado.application")
-        try:
-            response = await self.fetch_async("/bad-value")
-        finally:
-            logging.getLogger("tornado.application").removeHandler(records)
-        self.assertEqual(response.code, 500)
-        self.assertNotIn("Set-Cookie", response.headers)
-        self.assertIn("key 'x'", records.text())
-        self.assertEqual(self.jar, before)
-        self.assertEqual((await self.fetch_async("/read")).body, b"1")
+        await self.assert_failed_commit_keeps_the_session("/bad-value", r"key 'x'")
 
 
 class TestBadCookiesStoreSessions(BadCookieCases):
@@ -222,18 +226,9 @@ class TestBadCookiesCookieSessions(BadCookieCases):
     async def test_cookie_too_large_is_a_500_naming_the_size_and_keeps_the_old_cookie(
         self,
     ) -> None:
-        await self.valid_cookie()
-        before = dict(self.jar)
-        records = _capture("tornado.application")
-        try:
-            response = await self.fetch_async("/too-big")
-        finally:
-            logging.getLogger("tornado.application").removeHandler(records)
-        self.assertEqual(response.code, 500)
-        self.assertNotIn("Set-Cookie", response.headers)
-        self.assertRegex(records.text(), r"would be \d{4} bytes, more than the 4093 bytes")
-        self.assertEqual(self.jar, before)
-        self.assertEqual((await self.fetch_async("/read")).body, b"1")
+        await self.assert_failed_commit_keeps_the_session(
+            "/too-big", r"would be \d{4} bytes, more than the 4093 bytes"
+        )
 
 
 class TestBadCookiesUnsigned(BadInputCase):
