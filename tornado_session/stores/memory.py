@@ -85,14 +85,16 @@ class MemoryStore(Store):
             if not changed:
                 self._entries[key] = (self.expires_at(max_age), entry[1])
                 return True
-            # Apply only this request's changes, so that a concurrent request
-            # of the same session that changed other keys keeps its writes.
-            to_set, to_unset = serializers.changed_keys(previous or {}, data)
-            merged: dict[str, Any] = serializers.loads(entry[1])
-            merged.update(to_set)
-            for name in to_unset:
-                merged.pop(name, None)
-            data = merged
+            if serializers.dumps(previous or {}) != entry[1]:
+                # A concurrent request of the same session wrote since this one
+                # loaded: apply only this request's changes, so its writes stay.
+                # (Unchanged since the load, the merge would give ``data`` itself.)
+                to_set, to_unset = serializers.changed_keys(previous or {}, data)
+                merged: dict[str, Any] = serializers.loads(entry[1])
+                merged.update(to_set)
+                for name in to_unset:
+                    merged.pop(name, None)
+                data = merged
         # A copy of exactly its size: orjson's bytes keep the few KiB buffer they
         # were written in (measured: ~4 KiB a session instead of ~150 bytes).
         raw = bytes(memoryview(serializers.dumps(data)))
