@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import datetime
 import threading
-from typing import Any
+from typing import Any, ClassVar
 
 from mockupdb import MockupDB
+
+from tornado_session.stores import MongoStore
+from tornado_session.testing import FakeClock
 
 HANDSHAKE = ("hello", "ismaster", "isMaster", "ping", "endSessions")
 DATABASE = "tornado_session"
@@ -130,3 +133,21 @@ def apply(document: dict[str, Any], update: dict[str, Any]) -> None:
         for part in parents:
             target = target.get(part, {})
         target.pop(last, None)
+
+
+class MockMongoCase:
+    """Mixin: ``cls.mock``, one `MockMongo` for the test class (it takes a second to stop)."""
+
+    mock: ClassVar[MockMongo]
+    clock: FakeClock
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()  # type: ignore[misc]
+        cls.mock = MockMongo()
+        cls.addClassCleanup(cls.mock.stop)  # type: ignore[attr-defined]
+
+    def mock_store(self) -> MongoStore:
+        """A MongoStore on the mock, whose log and documents start empty."""
+        self.mock.reset()
+        return MongoStore.from_uri(self.mock.uri, clock=self.clock, serverSelectionTimeoutMS=3000)

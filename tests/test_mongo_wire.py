@@ -10,7 +10,7 @@ from pymongo.monitoring import ServerHeartbeatFailedEvent, ServerHeartbeatSuccee
 from tornado.testing import AsyncTestCase, ExpectLog, gen_test
 
 from tests.base import COOKIE, SessionTestCase
-from tests.mongo_mock import MockMongo, bson_datetime
+from tests.mongo_mock import MockMongoCase, bson_datetime
 from tornado_session import SessionError, StoreUnavailableError
 from tornado_session.stores import MongoStore
 from tornado_session.testing import FakeClock
@@ -18,26 +18,11 @@ from tornado_session.testing import FakeClock
 NOW = 1_700_000_000.25
 
 
-class WireCase(AsyncTestCase):
-    mock: MockMongo
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        super().setUpClass()
-        cls.mock = MockMongo()
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.mock.stop()
-        super().tearDownClass()
-
+class WireCase(MockMongoCase, AsyncTestCase):
     def setUp(self) -> None:
         super().setUp()
-        self.mock.reset()
         self.clock = FakeClock(NOW)
-        self.store = MongoStore.from_uri(
-            self.mock.uri, clock=self.clock, serverSelectionTimeoutMS=3000
-        )
+        self.store = self.mock_store()
 
     def tearDown(self) -> None:
         self.io_loop.run_sync(self.store.close)
@@ -190,24 +175,11 @@ class TestWireErrors(WireCase):
         self.assertEqual(self.mock.names(), ["find"])
 
 
-class MockHTTPCase(SessionTestCase):
+class MockHTTPCase(MockMongoCase, SessionTestCase):
     """The HTTP flow against a MongoStore on MockupDB."""
 
-    mock: MockMongo
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        super().setUpClass()
-        cls.mock = MockMongo()
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.mock.stop()
-        super().tearDownClass()
-
     def make_store(self) -> MongoStore:
-        self.mock.reset()
-        return MongoStore.from_uri(self.mock.uri, clock=self.clock, serverSelectionTimeoutMS=3000)
+        return self.mock_store()
 
     def tearDown(self) -> None:
         assert self.store is not None
