@@ -88,16 +88,11 @@ class SessionState:
 
 @dataclass(frozen=True, slots=True)
 class CookieUpdate:
-    """A cookie to send: a value with its lifetime, or an order to expire it."""
+    """A cookie to send: a value with its lifetime, or an order to expire it (``max_age`` 0)."""
 
     value: str
     max_age: float | None
     expires: float | None
-
-    @property
-    def is_expiry(self) -> bool:
-        """Whether this update deletes the cookie."""
-        return self.max_age == 0
 
 
 class SessionConfig:

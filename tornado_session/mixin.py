@@ -92,15 +92,22 @@ class SessionMixin(_HandlerBase):
         if context is None:
             config = self._session_config()
             if cookie_values is None:
-                cookie_values = self._session_cookie_values(config.options.key)
+                cookie_values = self.get_session_cookie()
             context = SessionContext(
                 config, cookie_values, context=self, name=type(self).__name__,
             )
             self._session_ctx = context
         return context
 
-    def _session_cookie_values(self, name: str) -> tuple[str, ...]:
+    # -- where the session travels ----------------------------------------------
+
+    def get_session_cookie(self) -> tuple[str, ...]:
         """Every value of the session cookie, in the order the browser sent them.
+
+        Override it together with `set_session_cookie` to carry the session
+        somewhere other than a cookie, such as a header for API clients
+        (koa-session's ``externalKey``).  The values are checked like cookie
+        values: signature, expiry, shape.
 
         The header is read here rather than through ``get_cookie``: Tornado's
         keeps only the last of two cookies with one name, and builds an
@@ -109,6 +116,7 @@ class SessionMixin(_HandlerBase):
         are removed (our values never hold escapes; one that did would fail
         its signature check like any other foreign value).
         """
+        name = self._session_config().options.key
         headers = self.request.headers
         if "Cookie" not in headers:  # (.get() costs an exception when it is missing)
             return ()
@@ -137,7 +145,7 @@ class SessionMixin(_HandlerBase):
         config = self._session_config()
         if config.options.lazy:
             return
-        cookie_values = self._session_cookie_values(config.options.key)
+        cookie_values = self.get_session_cookie()
         if any(cookie_values):
             await self._session_context(cookie_values).load()
 
@@ -295,19 +303,29 @@ class SessionMixin(_HandlerBase):
             self.set_header("Retry-After", str(self._session_config().retry_after))
 
     def _session_set_cookie(self, cookie: CookieUpdate | None) -> None:
-        if cookie is None:
-            return
+        if cookie is not None:
+            self.set_session_cookie(cookie.value, max_age=cookie.max_age, expires=cookie.expires)
+
+    def set_session_cookie(self, value: str, *, max_age: float | None,
+                           expires: float | None) -> None:
+        """Send the session cookie with the options' attributes.
+
+        ``max_age`` is in seconds (``None``: a browser-session cookie) and
+        ``expires`` the same moment as a timestamp; ``value=""`` with
+        ``max_age=0`` deletes the cookie.  Override it together with
+        `get_session_cookie` to carry the session somewhere else.
+        """
         options = self._session_config().options
         secure = options.secure if options.secure is not None else (
             self.request.protocol == "https"
         )
         self.set_cookie(
             options.key,
-            cookie.value,
+            value,
             domain=options.domain,
             path=options.path,
-            expires=_EPOCH_PLUS_A_DAY if cookie.is_expiry else cookie.expires,
-            max_age=None if cookie.max_age is None else int(cookie.max_age),
+            expires=_EPOCH_PLUS_A_DAY if max_age == 0 else expires,
+            max_age=None if max_age is None else int(max_age),
             httponly=options.httponly,
             secure=secure,
             samesite=options.samesite,
