@@ -7,15 +7,19 @@ server restart, not a new database: the session must still be there after it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
+from types import SimpleNamespace
 from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorClient
-from tornado.testing import ExpectLog, gen_test
+from pymongo.errors import AutoReconnect
+from tornado.testing import AsyncTestCase, ExpectLog, gen_test
 
 from tests.base import SessionTestCase
 from tests.mongo_server import MongoWireServer
+from tornado_session.errors import StoreUnavailableError
 from tornado_session.stores import MongoStore
 
 #: Heartbeats every half second (PyMongo's minimum), so an outage shows quickly.
@@ -161,3 +165,82 @@ class TestOutageWithoutListener(OutageCase):
         await self.start_server()
         await self.wait_for("connect")  # the probe's ping, no request needed
         self.assertEqual((await self.fetch_async("/count")).body, b"2")
+
+
+class GatedCollection:
+    """A collection whose ``find_one`` calls answer when the test says, in its order.
+
+    Real sockets cannot order two replies deterministically; this can.  Each
+    ``find_one`` waits for its own future (``pending``); ``ping`` fails, as
+    against a server that is gone.
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[asyncio.Future[Any]] = []
+        client = SimpleNamespace(options=SimpleNamespace(event_listeners=()))
+        self.database = SimpleNamespace(client=client, command=self._ping)
+
+    def with_options(self, **options: Any) -> GatedCollection:
+        return self
+
+    async def find_one(self, *args: Any, **kwargs: Any) -> Any:
+        self.pending.append(asyncio.get_running_loop().create_future())
+        return await self.pending[-1]
+
+    async def update_one(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    async def _ping(self, name: str) -> Any:
+        raise AutoReconnect("127.0.0.1:1: connection closed")
+
+
+class TestAnswerFromBeforeTheOutage(AsyncTestCase):
+    """One call saw the server die; another call's answer, read before that, comes after."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.collection = GatedCollection()
+        self.store = MongoStore(self.collection, create_ttl_index=False)
+        self.events: list[str] = []
+        for name in ("connect", "disconnect"):
+            self.store.on(name, lambda payload, name=name: self.events.append(name))
+
+    def tearDown(self) -> None:
+        self.io_loop.run_sync(self.store.close)
+        super().tearDown()
+
+    async def lose_the_server(self) -> None:
+        """A ``get`` fails with a connection error: the store is disconnected."""
+        failing = asyncio.ensure_future(self.store.get("k2", 60))
+        await asyncio.sleep(0)
+        with ExpectLog("tornado_session.stores.mongo", "MongoDB cannot be reached"):
+            self.collection.pending[-1].set_exception(AutoReconnect("connection closed"))
+            with self.assertRaises(StoreUnavailableError):
+                await failing
+        self.assertFalse(self.store.connected)
+
+    @gen_test
+    async def test_an_answer_to_a_call_made_before_the_outage_does_not_report_mongodb_back(
+        self,
+    ) -> None:
+        early = asyncio.ensure_future(self.store.get("k1", 60))
+        await asyncio.sleep(0)  # sent, its answer on the way
+        await self.lose_the_server()
+        self.collection.pending[0].set_result(None)  # the earlier call's answer, handled now
+        self.assertIsNone(await early)
+        self.assertFalse(self.store.connected)
+        self.assertEqual(self.events, ["disconnect"])
+
+    @gen_test
+    async def test_an_answer_to_a_call_made_during_the_outage_reports_mongodb_back(
+        self,
+    ) -> None:
+        await self.lose_the_server()
+        late = asyncio.ensure_future(self.store.get("k1", 60))
+        await asyncio.sleep(0)
+        with ExpectLog("tornado_session.stores.mongo", r"MongoDB answers again \(operation",
+                       level=logging.INFO):
+            self.collection.pending[-1].set_result(None)
+            self.assertIsNone(await late)
+        self.assertTrue(self.store.connected)
+        self.assertEqual(self.events, ["disconnect", "connect"])

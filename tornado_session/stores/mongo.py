@@ -163,12 +163,19 @@ class ConnectionMonitor(_HeartbeatListener):
 
 
 class _DriverErrors:
-    """``with store._errors:`` turns driver errors into ours around one call."""
+    """``with store._errors():`` turns driver errors into ours around one call.
 
-    __slots__ = ("store",)
+    A call that succeeds while the store is disconnected marks it connected
+    again, unless the store lost MongoDB after the call began: such an answer
+    was read before the outage (another call saw the server go first) and says
+    nothing about the server now.
+    """
+
+    __slots__ = ("outages", "store")
 
     def __init__(self, store: MongoStore) -> None:
         self.store = store
+        self.outages = store._outages
 
     def __enter__(self) -> None:
         return None
@@ -178,7 +185,7 @@ class _DriverErrors:
     ) -> None:
         store = self.store
         if exc is None:
-            if not store._connected:
+            if not store._connected and store._outages == self.outages:
                 store._report(True, "operation succeeded")
             return
         if isinstance(exc, ConnectionFailure) or (
@@ -245,7 +252,8 @@ class MongoStore(Store):
         self._ready = False
         self._setup_task: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._errors = _DriverErrors(self)
+        #: How many times the store lost MongoDB (see `_DriverErrors`).
+        self._outages = 0
         if isinstance(collection, _ClientSpec):
             self._deferred = collection
             self._owns_client = True
@@ -332,7 +340,7 @@ class MongoStore(Store):
         once, lazily, by the first operation; call it at start-up to fail early.
         """
         self._open()
-        with self._errors:
+        with self._errors():
             try:
                 await self.collection.create_index([("expires", 1)], expireAfterSeconds=0)
             except OperationFailure as exc:
@@ -367,7 +375,7 @@ class MongoStore(Store):
     ) -> dict[str, Any] | None:
         """Return the live data under ``key``, or ``None`` (expired reads as ``None``)."""
         await self._ensure_ready()
-        with self._errors:
+        with self._errors():
             document = await self.collection.find_one(
                 {"_id": key, "expires": {"$gt": self._now()}}, {"data": 1, "_id": 0}
             )
@@ -409,7 +417,7 @@ class MongoStore(Store):
     ) -> bool:
         if previous is None:
             document = {"_id": key, "data": _escape(dict(data)), "expires": expires}
-            with self._errors:
+            with self._errors():
                 await self.collection.replace_one({"_id": key}, document, upsert=True)
             return True
         to_set, to_unset = serializers.changed_keys(previous, data)
@@ -436,7 +444,7 @@ class MongoStore(Store):
     async def destroy(self, key: str) -> None:
         """Delete the record under ``key``."""
         await self._ensure_ready()
-        with self._errors:
+        with self._errors():
             await self.collection.delete_one({"_id": key})
 
     async def destroy_all(self, **match: Any) -> int:
@@ -457,21 +465,21 @@ class MongoStore(Store):
             query[field] = {"$exists": True, "$eq": value}
             if not isinstance(value, list):
                 query[field]["$not"] = {"$type": "array"}
-        with self._errors:
+        with self._errors():
             result = await self.collection.delete_many(query)
         return int(result.deleted_count)
 
     async def count(self) -> int:
         """Return how many live sessions the collection holds."""
         await self._ensure_ready()
-        with self._errors:
+        with self._errors():
             found = await self.collection.count_documents({"expires": {"$gt": self._now()}})
         return int(found)
 
     async def clear(self) -> None:
         """Delete every session in the collection."""
         await self._ensure_ready()
-        with self._errors:
+        with self._errors():
             await self.collection.delete_many({})
 
     async def ping(self) -> None:
@@ -507,11 +515,19 @@ class MongoStore(Store):
 
     async def _update(self, key: str, update: dict[str, Any]) -> bool:
         """Update the live record under ``key`` (no upsert); whether one was there."""
-        with self._errors:
+        with self._errors():
             result = await self.collection.update_one(
                 {"_id": key, "expires": {"$gt": self._now()}}, update
             )
         return bool(result.matched_count)
+
+    def _errors(self) -> _DriverErrors:
+        return _DriverErrors(self)
+
+    def _mark_disconnected(self, **detail: Any) -> None:
+        if self._connected:
+            self._outages += 1
+        super()._mark_disconnected(**detail)
 
     def _from_monitor(self, up: bool, reason: str) -> None:
         """News from the `ConnectionMonitor`, possibly on one of PyMongo's threads."""
