@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import tornado.web
-from tornado.testing import ExpectLog, gen_test
+from tornado.testing import AsyncTestCase, ExpectLog, gen_test
 
 from tests.base import COOKIE, SessionTestCase
 from tornado_session import SessionMixin
@@ -140,3 +140,55 @@ class TestLazyOutage(OutageCase):
             response = await self.fetch_async("/lazy?load=yes")
         self.assertEqual(response.code, 503)
         self.assertIn("Retry-After", response.headers)
+
+
+class PingedStore(MemoryStore):
+    """A MemoryStore with a server to ping: each ping waits until the test answers it."""
+
+    backend = "the test server"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pinging = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    async def ping(self) -> None:
+        self.pinging.set()
+        await self.answer.wait()
+
+
+class TestProbe(AsyncTestCase):
+    @gen_test
+    async def test_a_probe_answered_after_another_signal_reported_the_store_back_stays_quiet(
+        self,
+    ) -> None:
+        store = PingedStore()
+        connects: list[dict[str, Any]] = []
+        store.on("connect", connects.append)
+        with self.assertLogs(__name__, "WARNING"):
+            store._connection_lost(OSError("connection refused"))
+        await store.pinging.wait()
+        store._mark_connected(reason="heartbeat")  # as PyMongo's heartbeat does
+        with self.assertNoLogs(__name__):
+            store.answer.set()
+            assert store._probe_task is not None
+            await store._probe_task
+        self.assertTrue(store.connected)
+        self.assertEqual([event["reason"] for event in connects], ["heartbeat"])
+        await store.close()
+
+    @gen_test
+    async def test_a_probe_that_brings_the_store_back_says_so_once(self) -> None:
+        store = PingedStore()
+        connects: list[dict[str, Any]] = []
+        store.on("connect", connects.append)
+        with self.assertLogs(__name__, "WARNING"):
+            store._connection_lost(OSError("connection refused"))
+        store.answer.set()
+        with self.assertLogs(__name__, "INFO") as logged:
+            assert store._probe_task is not None
+            await store._probe_task
+        self.assertEqual([record.getMessage() for record in logged.records],
+                         ["the test server answers again"])
+        self.assertEqual([event["reason"] for event in connects], ["probe"])
+        await store.close()

@@ -164,8 +164,9 @@ class Store(abc.ABC):
                     self._log.warning("the %s probe failed unexpectedly: %r", self.backend, exc)
                 delay = min(delay * 2, self.probe_interval)
                 continue
-            self._log.info("%s answers again", self.backend)
-            self._mark_connected(reason="probe")
+            if not self._connected:  # (another signal, a heartbeat, may have said so already)
+                self._log.info("%s answers again", self.backend)
+                self._mark_connected(reason="probe")
 
     async def _stop_probe(self) -> None:
         """Mark the store closed and cancel the probe (for `close`): nothing is left running."""
