@@ -34,6 +34,37 @@ def dumps(data: Mapping[str, Any]) -> bytes:
         raise _name_the_bad_key(data, exc) from exc
 
 
+class Loaded(dict[str, Any]):
+    """Session data decoded from canonical JSON, with those bytes kept as `raw`.
+
+    A store that keeps a session as `dumps` made it may answer ``get`` with a
+    `Loaded`: the lifecycle then takes ``raw`` as the baseline of change
+    detection instead of serialising the data again.  The lifecycle passes
+    the data a request loaded to ``set`` as a `Loaded` (``previous``), so a
+    store can tell "nobody wrote since" by comparing bytes.  It is a plain
+    ``dict`` in every other way; ``raw`` describes the data as decoded and
+    is not updated when the dict is changed.
+    """
+
+    __slots__ = ("raw",)
+
+    raw: bytes
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Loaded:
+        """Decode canonical JSON bytes (raises `DecodeError` for anything else)."""
+        loaded = cls(orjson.loads(raw))
+        loaded.raw = raw
+        return loaded
+
+
+def raw_json(data: Mapping[str, Any]) -> bytes:
+    """The canonical JSON of ``data``: its ``raw`` when it is a `Loaded`, else `dumps`."""
+    if type(data) is Loaded:
+        return data.raw
+    return dumps(data)
+
+
 def loads(raw: bytes | str) -> Any:
     """Deserialise JSON bytes; raises `DecodeError` for anything else."""
     return orjson.loads(raw)

@@ -14,11 +14,38 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Generator, Mapping
+from typing import Any, Generic, TypeVar
 
 from ..errors import SessionOptionError, StoreUnavailableError
 from ..events import EventEmitter, Listener
+
+_T = TypeVar("_T")
+
+
+class Ready(Generic[_T]):
+    """An answer a store has at hand: awaitable, but awaiting it never waits.
+
+    Store methods return awaitables.  A store that can answer without I/O
+    (`MemoryStore` always, any store with a cached answer) returns
+    ``Ready(value)`` rather than a coroutine.  ``await`` works on it as on a
+    coroutine; the lifecycle sees it and carries on in the same turn of the
+    event loop, with no task and no extra turn.  An error is raised by the
+    call itself, before there is anything to await.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: _T) -> None:
+        self.value = value
+
+    def __await__(self) -> Generator[Any, None, _T]:
+        yield from ()
+        return self.value
+
+    def __repr__(self) -> str:
+        return f"Ready({self.value!r})"
+
 
 #: Where every store gets the time from: injectable, so expiry is tested
 #: with a fake clock instead of ``sleep``.
