@@ -26,21 +26,21 @@ class CountingStore(MemoryStore):
         super().__init__(**kwargs)
         self.calls: dict[str, int] = {"get": 0, "set": 0, "destroy": 0, "touch": 0}
 
-    async def get(self, key: str, max_age: float, *, rolling: bool = False) -> Any:
+    def get(self, key: str) -> Any:
         self.calls["get"] += 1
-        return await super().get(key, max_age, rolling=rolling)
+        return super().get(key)
 
-    async def set(self, key: str, data: Any, max_age: float, **kwargs: Any) -> bool:
+    def set(self, key: str, data: Any, max_age: float, **kwargs: Any) -> Any:
         self.calls["set"] += 1
-        return await super().set(key, data, max_age, **kwargs)
+        return super().set(key, data, max_age, **kwargs)
 
-    async def destroy(self, key: str) -> None:
+    def destroy(self, key: str) -> Any:
         self.calls["destroy"] += 1
-        await super().destroy(key)
+        return super().destroy(key)
 
-    async def touch(self, key: str, max_age: float) -> bool:
+    def touch(self, key: str, max_age: float) -> Any:
         self.calls["touch"] += 1
-        return await super().touch(key, max_age)
+        return super().touch(key, max_age)
 
     def reset_calls(self) -> None:
         for name in self.calls:

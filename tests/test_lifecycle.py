@@ -33,14 +33,14 @@ def options(**kwargs: Any) -> SessionOptions:
 class TestDecide(unittest.TestCase):
     def test_unchanged_session_is_skipped(self) -> None:
         decision = decide(loaded(), state(), options(), now=NOW)
-        self.assertEqual((decision.action, decision.write_store), (Action.SKIP, False))
+        self.assertEqual((decision.action, decision.uses_store), (Action.SKIP, False))
 
     def test_changed_session_is_saved(self) -> None:
         session = loaded()
         session["user"] = "grace"
         decision = decide(session, state(), options(), now=NOW)
         self.assertEqual((decision.action, decision.reason), (Action.SAVE, "changed"))
-        self.assertTrue(decision.write_store)
+        self.assertTrue(decision.uses_store)
 
     def test_nested_change_is_seen(self) -> None:
         session = loaded({"cart": [1]})
@@ -92,11 +92,11 @@ class TestDecide(unittest.TestCase):
 
     def test_refused_cookie_with_nothing_to_save_is_expired(self) -> None:
         decision = decide(Session(), SessionState(cookie_sent=True), options(), now=NOW)
-        self.assertEqual((decision.action, decision.write_store), (Action.DESTROY, False))
+        self.assertEqual((decision.action, decision.uses_store), (Action.DESTROY, False))
 
     def test_destroy_deletes_the_retired_record(self) -> None:
         decision = decide(Session(), state(destroyed=True, retired_key="k"), options(), now=NOW)
-        self.assertEqual((decision.action, decision.write_store), (Action.DESTROY, True))
+        self.assertEqual((decision.action, decision.uses_store), (Action.DESTROY, True))
 
     def test_destroy_then_new_data_regenerates(self) -> None:
         fresh = Session()
@@ -106,18 +106,18 @@ class TestDecide(unittest.TestCase):
 
     def test_regenerate(self) -> None:
         decision = decide(loaded(), state(regenerated=True, retired_key="k"), options(), now=NOW)
-        self.assertEqual((decision.action, decision.write_store), (Action.REGENERATE, True))
+        self.assertEqual((decision.action, decision.uses_store), (Action.REGENERATE, True))
 
     def test_rolling_touches_an_unchanged_session(self) -> None:
         decision = decide(loaded(), state(), options(rolling=True), now=NOW)
-        self.assertEqual((decision.action, decision.write_store), (Action.TOUCH, True))
+        self.assertEqual((decision.action, decision.uses_store), (Action.TOUCH, True))
 
     def test_touch_after_limits_rolling_store_writes(self) -> None:
         opts = options(rolling=True, touch_after=60)
         recent = decide(loaded(), state(written_at=NOW - 59), opts, now=NOW)
-        self.assertEqual((recent.action, recent.write_store), (Action.TOUCH, False))
+        self.assertEqual((recent.action, recent.uses_store), (Action.TOUCH, False))
         due = decide(loaded(), state(written_at=NOW - 60), opts, now=NOW)
-        self.assertEqual((due.action, due.write_store), (Action.TOUCH, True))
+        self.assertEqual((due.action, due.uses_store), (Action.TOUCH, True))
 
     def test_renew_only_when_less_than_half_remains(self) -> None:
         opts = options(renew=True)
@@ -130,14 +130,14 @@ class TestDecide(unittest.TestCase):
         session = loaded()
         session["user"] = "grace"
         decision = decide(session, state(), options(store=None), now=NOW)
-        self.assertEqual((decision.action, decision.write_store), (Action.SAVE, False))
+        self.assertEqual((decision.action, decision.uses_store), (Action.SAVE, False))
 
     def test_after_headers_a_known_id_is_still_written_without_a_cookie(self) -> None:
         session = loaded()
         session["user"] = "grace"
         decision = decide(session, state(), options(), now=NOW, headers_sent=True)
         self.assertEqual(decision.action, Action.SAVE)
-        self.assertTrue(decision.write_store)
+        self.assertTrue(decision.uses_store)
         self.assertFalse(decision.send_cookie)
         self.assertTrue(decision.lost_cookie)
 
@@ -157,7 +157,7 @@ class TestDecide(unittest.TestCase):
     def test_after_headers_destroy_still_deletes_the_record(self) -> None:
         decision = decide(Session(), state(destroyed=True, retired_key="k"), options(), now=NOW,
                           headers_sent=True)
-        self.assertEqual((decision.action, decision.write_store), (Action.DESTROY, True))
+        self.assertEqual((decision.action, decision.uses_store), (Action.DESTROY, True))
         self.assertFalse(decision.send_cookie)
 
     def test_order_destroy_beats_forced_save_and_changes(self) -> None:

@@ -119,9 +119,11 @@ class LifecycleMachine(RuleBasedStateMachine):
         return response, "set"
 
     def assert_calls(self, get: int, set: int = 0, destroy: int = 0) -> None:
+        """Store calls of the last request; ``set`` counts every write (``set`` and ``touch``)."""
         calls = self.store.calls
-        assert (calls["get"], calls["set"], calls["destroy"]) == (get, set, destroy), (
-            f"store calls {calls}, expected get={get} set={set} destroy={destroy}"
+        writes = calls["set"] + calls["touch"]
+        assert (calls["get"], writes, calls["destroy"]) == (get, set, destroy), (
+            f"store calls {calls}, expected get={get} writes={set} destroy={destroy}"
         )
 
     # -- the model -------------------------------------------------------------------

@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from tornado_session import Session
-from tornado_session.serializers import dumps
 
 KEYS = st.sampled_from(["a", "b", "c", "cart", "user", "é", ""])
 SCALARS = st.one_of(
@@ -137,7 +136,8 @@ class SessionMachine(RuleBasedStateMachine):
     @rule()
     def commit(self) -> None:
         """What a successful save does: the saved data is the new baseline."""
-        self.session._mark_saved(self.session.id, dumps(self.session.data()))
+        self.session._stage(self.session.dump())
+        self.session._mark_saved()
         self.loaded = copy.deepcopy(self.model)
         assert not self.session.changed
 

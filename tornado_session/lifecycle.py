@@ -1,8 +1,8 @@
 """Load, decide, commit: the life of a session within one request.
 
 This is koa-session's ``context.js`` for Tornado, and it knows nothing of
-Tornado: the mixin hands it the cookie value and what the response did, and
-turns its answer into a ``Set-Cookie`` header.
+Tornado: the mixin hands a `SessionContext` the cookie values and what the
+response did, and turns its answer into a ``Set-Cookie`` header.
 
 1. `SessionContext.load` reads the cookie and, for store sessions, the store.
    A missing, tampered, expired or unknown cookie gives a fresh session and an
@@ -10,14 +10,21 @@ turns its answer into a ``Set-Cookie`` header.
 2. `decide` is a pure function of the session's state, the options, what the
    request did and the time.  It answers with a `Decision`: skip, save,
    touch, destroy or regenerate, and why.  Unit-test it without HTTP.
-3. `SessionContext.write_store` carries out the store part of a decision and
-   `SessionContext.complete` gives the cookie to send.
+3. `SessionContext.commit` carries the decision out: the store calls it needs,
+   then the cookie to send (`CookieUpdate`).
 
 The cookie always carries a small signed payload: for cookie sessions the data
 (``d``), for store sessions the id (``i``); and in both the server-side expiry
 (``e``) and the session's own ``max_age`` (``m``).  So an expired session is
 refused without a store round trip, `renew` and `touch_after` know when the
 store was last written, and a per-session ``max_age`` survives across requests.
+
+Stores answer with awaitables; one that has the answer at hand returns
+`~tornado_session.stores.base.Ready`.  `SessionContext.commit` runs as far as
+it can in the caller's turn of the event loop, so a commit whose store answers
+at once (`MemoryStore`, cookie sessions) is over before ``finish()`` returns:
+no task, no extra turn.  Only a store call that must wait moves the rest of
+the commit into a task.
 """
 
 from __future__ import annotations
@@ -26,9 +33,9 @@ import enum
 import logging
 import math
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 
@@ -37,11 +44,16 @@ from .cookies import CookieCodec
 from .errors import SessionError, StoreUnavailableError
 from .options import SessionOptions
 from .session import Session
-from .stores.base import Store
+from .stores.base import Ready, Store
 
 logger = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
+
 _MAX_ID_LENGTH = 256
+
+#: How many verified cookie values an application remembers (see `SessionConfig.read_cookie`).
+COOKIE_MEMORY = 2048
 
 
 class Action(enum.Enum):
@@ -56,17 +68,17 @@ class Action(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """The answer of `decide`: an action, the reason for it, and what it touches.
+    """The answer of `decide`: an action, the reason for it, and what it touches."""
 
-    ``write_store``: the commit makes a store call.  ``send_cookie``: a
-    ``Set-Cookie`` header goes out.  ``lost_cookie``: a cookie was due but the
-    headers were already sent, which the commit reports as a warning.
-    """
-
+    #: What the commit does.
     action: Action
+    #: Why, in a few words (for logs and tests).
     reason: str
-    write_store: bool = False
+    #: The commit makes a store call.
+    uses_store: bool = False
+    #: A ``Set-Cookie`` header goes out.
     send_cookie: bool = True
+    #: A cookie was due but the headers were already sent: the commit warns.
     lost_cookie: bool = False
 
 
@@ -95,16 +107,73 @@ class CookieUpdate:
     expires: float | None
 
 
-class SessionConfig:
-    """The per-application part: options and the cookie codec, built once."""
+class CookiePayload(NamedTuple):
+    """The fields of a verified session cookie, as `SessionConfig.read_cookie` remembers them."""
 
-    __slots__ = ("codec", "options", "retry_after")
+    #: Server-side expiry (epoch seconds).
+    expires: float
+    #: The session's own ``max_age`` (``None``: a browser-session cookie).
+    max_age: float | None
+    #: Store sessions: the session id, and the store key made from it.
+    session_id: str | None
+    store_key: str | None
+    #: Cookie sessions: the data as canonical JSON (a fresh dict is decoded per request).
+    data: bytes | None
+
+
+class SessionConfig:
+    """The per-application part: options, the cookie codec, and the cookies it verified.
+
+    Built once per application (the mixin keeps it on the application).
+    """
+
+    __slots__ = ("_cookies", "codec", "options", "retry_after")
 
     def __init__(self, options: SessionOptions, codec: CookieCodec) -> None:
         self.options = options
         self.codec = codec
         #: ``Retry-After`` seconds for a 503 caused by a store outage.
         self.retry_after = max(1, math.ceil(options.reconnect_timeout))
+        self._cookies: dict[str, CookiePayload] = {}
+
+    def read_cookie(self, value: str) -> CookiePayload | None:
+        """The fields of a cookie value that is ours and untampered, else ``None``.
+
+        A browser sends the same cookie on every request until the session
+        changes, so the fields of the last `COOKIE_MEMORY` values that passed
+        the codec (Tornado's signature check) are remembered, keyed by the
+        whole value: a returning cookie costs one dict lookup, not an HMAC, a
+        JSON decode and a SHA-256.  Only values that verified are remembered,
+        so garbage cannot fill the memory; the expiry in them is checked on
+        every request by the caller.
+        """
+        payload = self._cookies.get(value)
+        if payload is None:
+            payload = self._parse_cookie(value)
+            if payload is not None:
+                cookies = self._cookies
+                if len(cookies) >= COOKIE_MEMORY:
+                    del cookies[next(iter(cookies))]
+                cookies[value] = payload
+        return payload
+
+    def _parse_cookie(self, value: str) -> CookiePayload | None:
+        fields = _payload_fields(self.codec.loads(value), store=self.options.store is not None)
+        if fields is None:
+            return None
+        expires, max_age, body = fields
+        if isinstance(body, str):
+            store_key = self.store_key(body)
+            return CookiePayload(expires, max_age, body, store_key, None)
+        try:
+            data = serializers.dumps(body)
+        except SessionError:  # (a custom decode can give anything)
+            return None
+        return CookiePayload(expires, max_age, None, None, data)
+
+    def store_key(self, session_id: str) -> str:
+        """The store key of a session id: the prefix and a hash, never the id itself."""
+        return self.options.prefix + serializers.hash_session_id(session_id)
 
 
 def decide(
@@ -116,18 +185,20 @@ def decide(
     status: int = 200,
     save: bool | None = None,
     headers_sent: bool = False,
+    current: bytes | None = None,
 ) -> Decision:
     """Decide what the commit does; a pure function, in koa-session's order.
 
     ``save`` is the handler's ``session_save`` (``None``: decide here, ``True``:
     force a save, ``False``: write nothing).  A response of 500 or more writes
-    nothing: half-done work is not persisted.
+    nothing: half-done work is not persisted.  ``current`` is the canonical
+    JSON of the session's data, when the caller has it (else it is made here).
     """
     if save is False:
         return Decision(Action.SKIP, "session_save is False")
     if status >= 500:
         return Decision(Action.SKIP, "server error response")
-    decision = _decide_action(session, state, options, now=now, save=save)
+    decision = _decide_action(session, state, options, now=now, save=save, current=current)
     if headers_sent and decision.action is not Action.SKIP:
         return _after_headers(decision, session, state, options)
     return decision
@@ -135,34 +206,34 @@ def decide(
 
 def _decide_action(
     session: Session, state: SessionState, options: SessionOptions, *, now: float,
-    save: bool | None,
+    save: bool | None, current: bytes | None,
 ) -> Decision:
     store = options.store is not None
     if state.regenerated or (state.destroyed and len(session)):
-        return Decision(Action.REGENERATE, "regenerated", write_store=store)
+        return Decision(Action.REGENERATE, "regenerated", uses_store=store)
     if state.destroyed:
-        return Decision(Action.DESTROY, "destroyed", write_store=store and bool(state.retired_key))
+        return Decision(Action.DESTROY, "destroyed", uses_store=store and bool(state.retired_key))
     if save or session.forced:
-        return Decision(Action.SAVE, "forced", write_store=store)
+        return Decision(Action.SAVE, "forced", uses_store=store)
     if session.is_new and not len(session):
         if options.save_uninitialized:
-            return Decision(Action.SAVE, "uninitialized", write_store=store)
+            return Decision(Action.SAVE, "uninitialized", uses_store=store)
         if state.cookie_sent:
             return Decision(Action.DESTROY, "refused cookie")
         return Decision(Action.SKIP, "new and empty")
-    if session.changed:
-        return Decision(Action.SAVE, "changed", write_store=store)
+    if session.changed if current is None else session.differs(current):
+        return Decision(Action.SAVE, "changed", uses_store=store)
     if options.rolling:
         due = (
             options.touch_after is None
             or state.written_at is None
             or now - state.written_at >= options.touch_after
         )
-        return Decision(Action.TOUCH, "rolling", write_store=store and due)
+        return Decision(Action.TOUCH, "rolling", uses_store=store and due)
     if options.renew and state.expires is not None:
         lifetime = options.server_max_age(session.max_age)
         if state.expires - now < lifetime / 2:
-            return Decision(Action.SAVE, "renew", write_store=store)
+            return Decision(Action.SAVE, "renew", uses_store=store)
     return Decision(Action.SKIP, "unchanged")
 
 
@@ -172,39 +243,78 @@ def _after_headers(
     """Headers are gone: no cookie can be sent, but a known id's record can be written."""
     id_known = options.store is not None and session.id is not None and not state.regenerated
     if decision.action in (Action.SAVE, Action.TOUCH) and id_known:
-        return Decision(decision.action, decision.reason, decision.write_store,
+        return Decision(decision.action, decision.reason, decision.uses_store,
                         send_cookie=False, lost_cookie=decision.action is Action.SAVE)
     if decision.action is Action.DESTROY:
-        return Decision(Action.DESTROY, decision.reason, decision.write_store,
+        return Decision(Action.DESTROY, decision.reason, decision.uses_store,
                         send_cookie=False, lost_cookie=state.cookie_sent)
     return Decision(Action.SKIP, f"{decision.reason}, but headers were already sent",
                     lost_cookie=True)
 
 
-class SessionContext:
-    """The session of one request: load, then decide and commit.
+class _MustWait:
+    """Awaited by `SessionContext.call_store` before its first real wait under `run_now`."""
 
-    ``context`` is passed to the ``genid``, ``valid`` and ``before_save`` hooks
-    and in event payloads (the mixin passes the handler); ``name`` is used in
-    warnings.
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        yield self
+
+
+_MUST_WAIT = _MustWait()
+
+
+class _Rest(Awaitable[_T]):
+    """The rest of a coroutine that `SessionContext.run_now` stopped at its first wait.
+
+    Awaiting it resumes the coroutine where it stopped, in the awaiting task.
     """
 
-    __slots__ = ("_snapshot", "committed", "config", "context", "cookie_values", "name",
-                 "session", "state")
+    __slots__ = ("_coroutine",)
+
+    def __init__(self, coroutine: Coroutine[Any, Any, _T]) -> None:
+        self._coroutine = coroutine
+
+    def __await__(self) -> Generator[Any, None, _T]:
+        return self._coroutine.__await__()
+
+
+class SessionContext:
+    """The session of one request, from load to commit: the one owner of its state.
+
+    ``handler`` is passed to the ``genid``, ``valid`` and ``before_save`` hooks
+    and in event payloads (the mixin passes the `~tornado.web.RequestHandler`);
+    ``name`` is used in warnings.
+    """
+
+    __slots__ = ("_running_now", "committed", "config", "cookie_values", "finishing", "handler",
+                 "name", "outage", "session", "state", "stopped", "store_key", "touched")
 
     def __init__(
-        self, config: SessionConfig, cookie_values: Sequence[str] = (), *, context: Any = None,
+        self, config: SessionConfig, cookie_values: Sequence[str] = (), *, handler: Any = None,
         name: str = "handler",
     ) -> None:
         self.config = config
         #: The values of every session cookie the request carried, in header order.
         self.cookie_values = tuple(value for value in cookie_values if value)
-        self.context = context
+        self.handler = handler
         self.name = name
+        #: The session, once loaded (or started fresh).
         self.session: Session | None = None
         self.state = SessionState()
+        #: The store key of the session's id, computed once per id.
+        self.store_key: str | None = None
+        #: The handler read or changed the session: the response varies on the cookie.
+        self.touched = False
+        #: A store outage answered this request (503 with ``Retry-After``).
+        self.outage = False
+        #: A commit ran (a second one writes only what changed since).
         self.committed = False
-        self._snapshot: bytes | None = None
+        #: A commit failed: the error response goes out without another.
+        self.stopped = False
+        #: The response's finish, when it waits for a commit (a second call returns it).
+        self.finishing: Any = None
+        self._running_now = False
 
     # -- load ----------------------------------------------------------------
 
@@ -215,64 +325,65 @@ class SessionContext:
         `StoreUnavailableError` when the store stays down past
         ``reconnect_timeout``.
         """
-        if self.session is not None:
-            return self.session
-        session = await self._load()
-        self.session = session
-        return session
-
-    async def _load(self) -> Session:
-        options = self.config.options
+        session = self.session
+        if session is not None:
+            return session
+        config = self.config
+        options = config.options
         if not self.cookie_values:
-            return Session(max_age=options.max_age)
+            return self.start_new()
         self.state.cookie_sent = True
-        fields = self._first_valid_payload()
-        if fields is None:
+        payload = self._first_valid_cookie()
+        if payload is None:
             return self._refuse("invalid", "bad cookie")
-        expires, max_age, body = fields
-        now = options.clock()
-        if expires <= now:
+        if payload.expires <= options.clock():
             return self._refuse("expired", "expired")
-        session_id: str | None = None
-        if options.store is None:
-            assert isinstance(body, dict)
-            data: dict[str, Any] | None = body
+        store = options.store
+        if store is None:
+            assert payload.data is not None
+            data: dict[str, Any] | None = serializers.loads(payload.data)
+            baseline: bytes | None = payload.data
         else:
-            assert isinstance(body, str)
-            session_id = body
-            data = await self.call(
-                options.store.get, self.store_key(body), options.server_max_age(max_age),
-                rolling=options.rolling,
-            )
+            assert payload.store_key is not None
+            data = await self.call_store(store.get, payload.store_key)
             if data is None:
                 return self._refuse("missed", "unknown session id")
+            baseline = data.raw if type(data) is serializers.Loaded else None
         assert data is not None
-        if options.valid is not None and not options.valid(self.context, data):
+        if options.valid is not None and not options.valid(self.handler, data):
             return self._refuse("invalid", "refused by valid()")
-        self.state.expires = expires
-        self.state.written_at = expires - options.server_max_age(max_age)
-        return Session(data, id=session_id, is_new=False, max_age=max_age)
+        self.state.expires = payload.expires
+        self.state.written_at = payload.expires - options.server_max_age(payload.max_age)
+        self.store_key = payload.store_key
+        session = self.session = Session(
+            data, id=payload.session_id, is_new=False, max_age=payload.max_age, loaded=baseline
+        )
+        return session
 
-    def _first_valid_payload(self) -> tuple[float, float | None, dict[str, Any] | str] | None:
+    def start_new(self) -> Session:
+        """Start a fresh, empty session (no cookie, or one that was refused)."""
+        session = self.session = Session(max_age=self.config.options.max_age)
+        return session
+
+    def _first_valid_cookie(self) -> CookiePayload | None:
         """The fields of the first cookie value that is ours and untampered.
 
         A browser can hold two cookies of one name (another path or domain) and
         sends the most specific first; the first that verifies is the session.
         """
-        store = self.config.options.store is not None
         for value in self.cookie_values:
-            fields = _payload_fields(self.config.codec.loads(value), store=store)
-            if fields is not None:
-                return fields
+            payload = self.config.read_cookie(value)
+            if payload is not None:
+                return payload
         return None
 
     def _refuse(self, event: str, reason: str) -> Session:
         """A fresh session for a refused cookie, and the event that says why."""
         options = self.config.options
         options.events.emit(
-            f"session:{event}", {"key": options.key, "reason": reason, "handler": self.context}
+            f"session:{event}", {"key": options.key, "reason": reason, "handler": self.handler}
         )
-        return Session(max_age=options.max_age)
+        return self.start_new()
 
     # -- what the handler did --------------------------------------------------
 
@@ -281,8 +392,7 @@ class SessionContext:
         self._retire()
         self.state.destroyed = True
         self.state.regenerated = False
-        self.session = Session(max_age=self.config.options.max_age)
-        return self.session
+        return self.start_new()
 
     def regenerate(self) -> None:
         """Keep the data under a new id; the old record goes at the commit."""
@@ -292,73 +402,105 @@ class SessionContext:
         self.session._renew_identity()
 
     def _retire(self) -> None:
-        session = self.session
-        if session is not None and session.id is not None and self.config.options.store:
-            self.state.retired_key = self.store_key(session.id)
+        """Remember the store key of the current id: the commit deletes that record."""
+        if self.store_key is not None:
+            self.state.retired_key = self.store_key
+            self.store_key = None
 
     # -- decide and commit -------------------------------------------------------
 
-    def decide(self, *, status: int, save: bool | None, headers_sent: bool) -> Decision:
-        """Decide what the commit does, running ``before_save`` before any save."""
+    @property
+    def needs_commit(self) -> bool:
+        """Whether a commit has anything to consider (a second one only what changed since)."""
+        session = self.session
+        if session is None or self.stopped:
+            return False
+        if not self.committed:
+            return True
+        state = self.state
+        return state.destroyed or state.regenerated or session.forced or session.changed
+
+    def plan(self, *, status: int, save: bool | None, headers_sent: bool) -> Decision:
+        """`decide` what the commit does, running ``before_save`` before any save."""
         session = self.session
         if session is None:  # lazy, never loaded: nothing to do
             return Decision(Action.SKIP, "not loaded")
         options = self.config.options
         now = options.clock()
+        current = None if save is False or status >= 500 else session.dump()
         decision = decide(session, self.state, options, now=now, status=status, save=save,
-                          headers_sent=headers_sent)
+                          headers_sent=headers_sent, current=current)
         if options.before_save is not None and decision.action in (
             Action.SAVE, Action.TOUCH, Action.REGENERATE
         ):
-            options.before_save(self.context, session)
+            options.before_save(self.handler, session)
+            current = session.dump()
             decision = decide(session, self.state, options, now=now, status=status, save=save,
-                              headers_sent=headers_sent)
+                              headers_sent=headers_sent, current=current)
         if decision.action in (Action.SAVE, Action.REGENERATE):
-            self._snapshot = serializers.dumps(session.data())
+            assert current is not None
+            session._stage(current)
         return decision
 
-    async def write_store(self, decision: Decision) -> Decision:
-        """Carry out the store part of ``decision``; returns the decision to complete.
+    def commit(
+        self, *, status: int, save: bool | None, headers_sent: bool
+    ) -> Awaitable[CookieUpdate | None]:
+        """Decide, write what the decision needs, and give the cookie to send.
+
+        Returns `Ready` when the commit is over (no store call, or the store
+        answered at once); otherwise an awaitable of the rest, which a store
+        call is waiting for.  Raises what the commit raises before its first
+        wait (a value that is not JSON, a cookie too large).
+        """
+        decision = self.plan(status=status, save=save, headers_sent=headers_sent)
+        if not decision.uses_store or self.config.options.store is None:
+            return Ready(self.complete(decision))
+        return self.run_now(self._write(decision))
+
+    async def _write(self, decision: Decision) -> CookieUpdate | None:
+        """Carry out the store part of ``decision``, then `complete` it.
 
         When a concurrent request destroyed the session (a logout), the update
         is not written and the answer becomes "destroy": logout wins.
         """
         store = self.config.options.store
         session = self.session
-        if not decision.write_store or store is None or session is None:
-            return decision
+        assert store is not None and session is not None
         state = self.state
         if decision.action is Action.DESTROY:
             if state.retired_key:
-                await self.call(store.destroy, state.retired_key)
+                await self.call_store(store.destroy, state.retired_key)
                 state.retired_key = None
-            return decision
+            return self.complete(decision)
         options = self.config.options
         lifetime = options.server_max_age(session.max_age)
         now = options.clock()
         if decision.action is Action.TOUCH:
-            assert session.id is not None
-            data = session.data()
-            written = await self.call(store.set, self.store_key(session.id), data, lifetime,
-                                      rolling=True, changed=False, previous=data)
+            assert self.store_key is not None
+            written = await self.call_store(store.touch, self.store_key, lifetime)
         else:
-            previous = None if session.id is None else session.loaded_data()
-            if session.id is None:
-                session._assign_id(self._new_id())
-            assert session.id is not None
-            written = await self.call(store.set, self.store_key(session.id), session.data(),
-                                      lifetime, rolling=options.rolling, changed=True,
-                                      previous=previous)
+            previous: serializers.Loaded | None = None
+            if session.id is None:  # new or regenerated: a record of its own
+                session_id = self._new_id()
+                session._assign_id(session_id)
+                self.store_key = self.config.store_key(session_id)
+            else:
+                previous = session.loaded_data()
+            assert self.store_key is not None
+            written = await self.call_store(
+                store.set, self.store_key, session.staged_data(), lifetime, previous=previous
+            )
             if written and state.retired_key:
-                await self.call(store.destroy, state.retired_key)
+                await self.call_store(store.destroy, state.retired_key)
                 state.retired_key = None
         if not written:
             state.cookie_sent = True
-            return Decision(Action.DESTROY, "destroyed by a concurrent request",
-                            send_cookie=decision.send_cookie)
-        state.written_at = now
-        state.expires = round(now + lifetime, 3)
-        return decision
+            decision = Decision(Action.DESTROY, "destroyed by a concurrent request",
+                                send_cookie=decision.send_cookie)
+        else:
+            state.written_at = now
+            state.expires = round(now + lifetime, 3)
+        return self.complete(decision)
 
     def complete(self, decision: Decision) -> CookieUpdate | None:
         """Finish the commit: update the session's baseline, return the cookie to send.
@@ -380,18 +522,17 @@ class SessionContext:
         if decision.action is Action.DESTROY:
             cookie_sent = self.state.cookie_sent
             self._reset_state()
+            session._unstage()
             if not decision.send_cookie or not cookie_sent:
                 return None
             return CookieUpdate("", 0, 0)
-        snapshot = self._snapshot
-        if snapshot is not None:
-            session._mark_saved(session.id, snapshot)
+        session._mark_saved()
         now = options.clock()
         if options.store is None:
             expires = round(now + options.server_max_age(session.max_age), 3)
             payload: dict[str, Any] = {"e": expires, "m": session.max_age}
             if options.encode is None:
-                payload["d"] = orjson.Fragment(session._loaded)
+                payload["d"] = orjson.Fragment(session.baseline)
             else:
                 payload["d"] = session.loaded_data()
             self.state.expires = expires
@@ -409,49 +550,72 @@ class SessionContext:
         self.state.destroyed = False
         self.state.regenerated = False
         self.state.retired_key = None
-        self._snapshot = None
 
-    @property
-    def dirty(self) -> bool:
-        """Whether the session changed since the last commit (for a second commit)."""
-        session = self.session
-        if session is None:
-            return False
-        return (
-            self.state.destroyed or self.state.regenerated or session.forced or session.changed
-        )
+    # -- running without a task --------------------------------------------------
+
+    def run_now(self, coroutine: Coroutine[Any, Any, _T]) -> Awaitable[_T]:
+        """Run ``coroutine`` until it is done or must wait for the store.
+
+        Returns `Ready` with its result when it never had to wait.  Otherwise
+        the coroutine stopped before its first real wait (`call_store` sees to
+        that), and the awaitable returned resumes it where it stopped: the
+        store's own code, its time-outs included, then runs in the task that
+        awaits it, never in the caller's turn.  An exception raised before the
+        first wait propagates from here.
+        """
+        self._running_now = True
+        try:
+            signal = coroutine.send(None)
+        except StopIteration as done:
+            return Ready(done.value)
+        finally:
+            self._running_now = False
+        if signal is not _MUST_WAIT:  # (only call_store may stop it)
+            coroutine.close()
+            raise RuntimeError(f"a session coroutine yielded {signal!r} under run_now")
+        return _Rest(coroutine)
 
     # -- store access -------------------------------------------------------------
 
-    def store_key(self, session_id: str) -> str:
-        """The store key of a session id: the prefix and a hash, never the id itself."""
-        return self.config.options.prefix + serializers.hash_session_id(session_id)
-
-    async def call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+    async def call_store(
+        self, method: Callable[..., Awaitable[_T]], *args: Any, **kwargs: Any
+    ) -> _T:
         """Call a store method, waiting up to ``reconnect_timeout`` for an outage to end.
 
         A store that reports itself disconnected is given that long to emit
         ``connect``; a call that fails because the backend just went away is
         tried once more after the reconnect.  Past that, `StoreUnavailableError`.
+        An answer at hand (`Ready`) is taken without awaiting anything.
         """
         store: Store = self.config.options.store  # type: ignore[assignment]
+        if store.connected:
+            try:
+                answer = method(*args, **kwargs)
+                if type(answer) is Ready:
+                    return answer.value  # type: ignore[no-any-return]
+                if self._running_now:
+                    await _MUST_WAIT
+                return await answer
+            except StoreUnavailableError:
+                if store.connected:
+                    raise
+        await self._wait_for_store(store)
+        return await method(*args, **kwargs)
+
+    async def _wait_for_store(self, store: Store) -> None:
+        if self._running_now:
+            await _MUST_WAIT
         timeout = self.config.options.reconnect_timeout
-        if not store.connected and not await store.wait_connected(timeout):
+        if not await store.wait_connected(timeout):
             raise StoreUnavailableError(
                 f"{type(store).__name__} stayed disconnected for {timeout} s (reconnect_timeout)"
             )
-        try:
-            return await method(*args, **kwargs)
-        except StoreUnavailableError:
-            if store.connected or not await store.wait_connected(timeout):
-                raise
-        return await method(*args, **kwargs)
 
     def _new_id(self) -> str:
         genid = self.config.options.genid
         if genid is None:
             return secrets.token_urlsafe(32)  # 256 bits
-        session_id = genid(self.context)
+        session_id = genid(self.handler)
         if not isinstance(session_id, str) or not 0 < len(session_id) <= _MAX_ID_LENGTH:
             raise SessionError(
                 f"genid returned {type(session_id).__name__} of length "

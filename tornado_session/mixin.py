@@ -20,22 +20,27 @@ import functools
 import logging
 import sys
 import types
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import tornado.web
+from tornado.concurrent import Future
 from tornado.iostream import StreamClosedError
 
 from .cookies import CookieCodec
 from .errors import SessionNotLoadedError, SessionOptionError, StoreUnavailableError
-from .lifecycle import CookieUpdate, Decision, SessionConfig, SessionContext
+from .lifecycle import CookieUpdate, SessionConfig, SessionContext
 from .options import SessionOptions
 from .session import Session
+from .stores.base import Ready
 
 logger = logging.getLogger(__name__)
 
 _CONFIG_ATTRIBUTE = "_tornado_session_config"
 _EPOCH_PLUS_A_DAY = 86400.0
+
+#: What `SessionMixin.prepare` returns when there is nothing to load.
+_PREPARED: Ready[None] = Ready(None)
 
 if TYPE_CHECKING:
     _HandlerBase = tornado.web.RequestHandler
@@ -63,11 +68,8 @@ class SessionMixin(_HandlerBase):
     #: save, ``False`` skips every session write of this request.
     session_save: bool | None = None
 
+    #: This request's session, from load to commit (made on first need).
     _session_ctx: SessionContext | None = None
-    _session_read = False
-    _session_done = False
-    _session_unavailable = False
-    _session_finishing: asyncio.Future[None] | None = None
 
     # -- configuration ----------------------------------------------------------
 
@@ -79,24 +81,16 @@ class SessionMixin(_HandlerBase):
         application to make a wrong option, or a missing ``cookie_secret``,
         fail at start-up.
         """
-        return _session_config(application).options
+        return application_config(application).options
 
-    def _session_config(self) -> SessionConfig:
-        config: SessionConfig | None = getattr(self.application, _CONFIG_ATTRIBUTE, None)
-        if config is None:
-            config = _session_config(self.application)
-        return config
-
-    def _session_context(self, cookie_values: tuple[str, ...] | None = None) -> SessionContext:
+    def _session_context(self) -> SessionContext:
+        """The `SessionContext` of this request, made on first need."""
         context = self._session_ctx
         if context is None:
-            config = self._session_config()
-            if cookie_values is None:
-                cookie_values = self.get_session_cookie()
-            context = SessionContext(
-                config, cookie_values, context=self, name=type(self).__name__,
+            context = self._session_ctx = SessionContext(
+                application_config(self.application), self.get_session_cookie(),
+                handler=self, name=type(self).__name__,
             )
-            self._session_ctx = context
         return context
 
     # -- where the session travels ----------------------------------------------
@@ -116,7 +110,7 @@ class SessionMixin(_HandlerBase):
         are removed (our values never hold escapes; one that did would fail
         its signature check like any other foreign value).
         """
-        name = self._session_config().options.key
+        name = application_config(self.application).options.key
         headers = self.request.headers
         if "Cookie" not in headers:  # (.get() costs an exception when it is missing)
             return ()
@@ -135,19 +129,19 @@ class SessionMixin(_HandlerBase):
 
     # -- loading ----------------------------------------------------------------
 
-    async def prepare(self) -> None:
+    def prepare(self) -> Awaitable[Any]:
         """Load the session, unless ``lazy=True``.
 
         Only a request that carries a session cookie is read from the store;
         for one that carries none nothing is done until the handler touches
-        ``self.session``.
+        ``self.session``.  Returns an awaitable (``await super().prepare()``).
         """
-        config = self._session_config()
-        if config.options.lazy:
-            return
-        cookie_values = self.get_session_cookie()
-        if any(cookie_values):
-            await self._session_context(cookie_values).load()
+        if application_config(self.application).options.lazy:
+            return _PREPARED
+        context = self._session_context()
+        if not context.cookie_values:
+            return _PREPARED
+        return context.load()
 
     async def load_session(self) -> Session:
         """Load the session (needed before ``self.session`` when ``lazy=True``).
@@ -167,25 +161,25 @@ class SessionMixin(_HandlerBase):
         session = context.session
         if session is None:
             session = self._session_unloaded(context)
-        self._session_read = True
+        context.touched = True
         return session
 
     @session.setter
     def session(self, value: Mapping[str, Any] | None) -> None:
         context = self._session_ctx or self._session_context()
-        if context.session is None:
-            self._session_unloaded(context)
+        session = context.session
+        if session is None:
+            session = self._session_unloaded(context)
         if value is None:
             context.destroy()
         elif isinstance(value, Mapping):
-            assert context.session is not None
-            context.session.clear()
-            context.session.update(value)
+            session.clear()
+            session.update(value)
         else:
             raise TypeError(
                 f"self.session can be set to None (destroy) or a dict, not {type(value).__name__}"
             )
-        self._session_read = True
+        context.touched = True
 
     def _session_unloaded(self, context: SessionContext) -> Session:
         """Give a session that needs no loading, or say what to call."""
@@ -199,8 +193,7 @@ class SessionMixin(_HandlerBase):
                 f"{type(self).__name__}.prepare() did not run SessionMixin.prepare(); "
                 "call `await super().prepare()` from your prepare()"
             )
-        context.session = Session(max_age=context.config.options.max_age)
-        return context.session
+        return context.start_new()
 
     # -- what the handler can do --------------------------------------------------
 
@@ -213,96 +206,94 @@ class SessionMixin(_HandlerBase):
         context = self._session_context()
         await context.load()
         context.regenerate()
-        self._session_read = True
+        context.touched = True
 
     async def destroy_session(self) -> None:
         """Destroy the session: its store record is deleted and its cookie expired."""
         context = self._session_context()
         await context.load()
         context.destroy()
-        self._session_read = True
+        context.touched = True
 
     async def commit_session(self) -> None:
         """Commit the session now (needed when ``auto_commit=False``)."""
         context = self._session_ctx
         if context is None or context.session is None:
             return
-        decision = self._session_decide(context)
-        if decision.write_store:
-            decision = await context.write_store(decision)
-        self._session_set_cookie(context.complete(decision))
+        commit = context.commit(
+            status=self.get_status(), save=self.session_save, headers_sent=self._headers_written
+        )
+        self._send_session_cookie(commit.value if type(commit) is Ready else await commit)
 
     # -- finishing ------------------------------------------------------------------
 
-    def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> asyncio.Future[None]:
+    def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> Future[None]:
         """Commit the session, then finish the response (see the module's docstring)."""
-        if self._session_finishing is not None:
-            return self._session_finishing
         context = self._session_ctx
-        self._session_headers()
-        if (
-            context is None
-            or context.session is None
-            or self._session_done
-            or not context.config.options.auto_commit
-            or (context.committed and not context.dirty)
-        ):
+        if context is None:
             return super().finish(chunk)
-        decision = self._session_decide(context)
-        if not decision.write_store:
-            self._session_set_cookie(context.complete(decision))
+        if context.finishing is not None:
+            return context.finishing  # type: ignore[no-any-return]
+        self._session_headers(context)
+        if not context.needs_commit or not context.config.options.auto_commit:
             return super().finish(chunk)
-        # Tornado checks _finished after prepare() and after the handler method:
-        # set it now so a redirect in prepare() stops the request, and clear it
-        # just before the real finish.
+        try:
+            commit = context.commit(
+                status=self.get_status(), save=self.session_save,
+                headers_sent=self._headers_written,
+            )
+        except Exception:
+            return self._session_commit_failed(context, sys.exc_info())
+        if type(commit) is Ready:
+            self._send_session_cookie(commit.value)
+            return super().finish(chunk)
+        # The store must be waited for.  Tornado checks _finished after
+        # prepare() and after the handler method: set it now so a redirect in
+        # prepare() stops the request, and clear it just before the real finish.
         self._finished = True
-        future = asyncio.ensure_future(self._session_commit_and_finish(context, decision, chunk))
-        self._session_finishing = future
+        future = asyncio.ensure_future(self._finish_after_commit(context, commit, chunk))
+        context.finishing = future
         return future
 
-    async def _session_commit_and_finish(
-        self, context: SessionContext, decision: Decision, chunk: Any
+    async def _finish_after_commit(
+        self, context: SessionContext, commit: Awaitable[CookieUpdate | None], chunk: Any
     ) -> None:
         try:
-            decision = await context.write_store(decision)
-            cookie = context.complete(decision)
+            cookie = await commit
         except Exception:
             self._finished = False
-            self._session_done = True
-            self._session_finishing = None
-            self._session_fail(sys.exc_info())
+            context.finishing = None
+            self._session_commit_failed(context, sys.exc_info())
             return
         self._finished = False
-        self._session_set_cookie(cookie)
+        self._send_session_cookie(cookie)
         with contextlib.suppress(StreamClosedError):  # the client went away
             await super().finish(chunk)
 
-    def _session_fail(self, exc_info: Any) -> None:
+    def _session_commit_failed(self, context: SessionContext, exc_info: Any) -> Future[None]:
         """Answer a failed commit: 503 for a store outage, 500 for anything else."""
-        if self.request.connection is not None and self.request.connection.stream.closed():  # type: ignore[attr-defined]
-            self.log_exception(*exc_info)
-            self._finished = True
-            return
+        context.stopped = True
         self.log_exception(*exc_info)
-        self.send_error(500, exc_info=exc_info)
+        if self.request.connection is not None and self.request.connection.stream.closed():  # type: ignore[attr-defined]
+            self._finished = True
+        else:
+            self.send_error(500, exc_info=exc_info)
+        done: Future[None] = Future()
+        done.set_result(None)
+        return done
 
-    def _session_decide(self, context: SessionContext) -> Decision:
-        return context.decide(
-            status=self.get_status(), save=self.session_save, headers_sent=self._headers_written
-        )
-
-    def _session_headers(self) -> None:
+    def _session_headers(self, context: SessionContext) -> None:
         """``Vary: Cookie`` for a response that read the session; ``Retry-After`` for a 503."""
         if self._headers_written:
             return
-        if self._session_read and (
+        if context.touched and (
             "Vary" not in self._headers or "cookie" not in _vary_tokens(self)
         ):
             self.add_header("Vary", "Cookie")
-        if self._session_unavailable and self.get_status() == 503:
-            self.set_header("Retry-After", str(self._session_config().retry_after))
+        if context.outage and self.get_status() == 503:
+            self.set_header("Retry-After", str(context.config.retry_after))
 
-    def _session_set_cookie(self, cookie: CookieUpdate | None) -> None:
+    def _send_session_cookie(self, cookie: CookieUpdate | None) -> None:
         if cookie is not None:
             self.set_session_cookie(cookie.value, max_age=cookie.max_age, expires=cookie.expires)
 
@@ -315,7 +306,7 @@ class SessionMixin(_HandlerBase):
         ``max_age=0`` deletes the cookie.  Override it together with
         `get_session_cookie` to carry the session somewhere else.
         """
-        options = self._session_config().options
+        options = application_config(self.application).options
         secure = options.secure if options.secure is not None else (
             self.request.protocol == "https"
         )
@@ -338,7 +329,7 @@ class SessionMixin(_HandlerBase):
         exc_info = kwargs.get("exc_info")
         if exc_info is not None and isinstance(exc_info[1], StoreUnavailableError):
             status_code = 503
-            self._session_unavailable = True
+            self._session_context().outage = True
         super().send_error(status_code, **kwargs)
 
     def log_exception(
@@ -363,8 +354,8 @@ def _vary_tokens(handler: tornado.web.RequestHandler) -> set[str]:
     }
 
 
-def _session_config(application: tornado.web.Application) -> SessionConfig:
-    """Build (once) and cache the application's session configuration."""
+def application_config(application: tornado.web.Application) -> SessionConfig:
+    """The application's session configuration, built (and checked) on first use."""
     config: SessionConfig | None = getattr(application, _CONFIG_ATTRIBUTE, None)
     if config is not None:
         return config

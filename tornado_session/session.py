@@ -31,7 +31,7 @@ class Session(MutableMapping[str, Any]):
     the data differs from what was loaded.
     """
 
-    __slots__ = ("_data", "_force", "_id", "_is_new", "_loaded", "_max_age")
+    __slots__ = ("_data", "_force", "_id", "_is_new", "_loaded", "_max_age", "_staged")
 
     def __init__(
         self,
@@ -47,6 +47,7 @@ class Session(MutableMapping[str, Any]):
         self._is_new = is_new
         self._max_age = max_age
         self._force = False
+        self._staged: bytes | None = None
         if loaded is None:
             loaded = serializers.dumps(self._data) if self._data else _EMPTY
         self._loaded = loaded
@@ -139,23 +140,54 @@ class Session(MutableMapping[str, Any]):
         Raises `SessionSerializationError` naming the key of a value that
         cannot be serialised.
         """
-        if not self._data:
-            return self._loaded != _EMPTY
-        return serializers.dumps(self._data) != self._loaded
+        return self.differs(self.dump())
 
-    def loaded_data(self) -> dict[str, Any]:
-        """A copy of the data as it was loaded (or last saved) by this request."""
-        data: dict[str, Any] = serializers.loads(self._loaded)
-        return data
+    def dump(self) -> bytes:
+        """The data as canonical JSON (what change detection compares).
+
+        Raises `SessionSerializationError` naming the key of a value that
+        cannot be serialised.
+        """
+        return serializers.dumps(self._data) if self._data else _EMPTY
+
+    def differs(self, current: bytes) -> bool:
+        """Whether ``current`` (a `dump` of the data) differs from what was loaded."""
+        return current != self._loaded
+
+    @property
+    def baseline(self) -> bytes:
+        """The canonical JSON of the data as loaded (or last saved) by this request."""
+        return self._loaded
+
+    def loaded_data(self) -> serializers.Loaded:
+        """A copy of the data as it was loaded (or last saved), with its JSON as ``raw``."""
+        return serializers.Loaded.decode(self._loaded)
 
     def data(self) -> dict[str, Any]:
         """The live dict behind the mapping (for the lifecycle and stores; copy to keep)."""
         return self._data
 
-    def _mark_saved(self, session_id: str | None, snapshot: bytes) -> None:
-        """Record a successful save: the saved data is the new baseline."""
-        self._id = session_id
-        self._loaded = snapshot
+    # -- the commit's bookkeeping (called by the lifecycle) -----------------
+
+    def _stage(self, current: bytes) -> None:
+        """Remember ``current``, the `dump` about to be saved."""
+        self._staged = current
+
+    def staged_data(self) -> serializers.Loaded:
+        """The data to write, with the staged JSON as ``raw`` (a shallow copy)."""
+        data = serializers.Loaded(self._data)
+        data.raw = self._staged if self._staged is not None else self.dump()
+        return data
+
+    def _unstage(self) -> None:
+        """The save did not happen: forget the staged JSON."""
+        self._staged = None
+
+    def _mark_saved(self) -> None:
+        """Record a successful save: the staged data is the new baseline."""
+        if self._staged is not None:
+            self._loaded = self._staged
+            self._staged = None
         self._force = False
 
     def _assign_id(self, session_id: str) -> None:

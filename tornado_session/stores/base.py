@@ -14,8 +14,8 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Generator, Mapping
-from typing import Any, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from typing import Any, TypeVar
 
 from ..errors import SessionOptionError, StoreUnavailableError
 from ..events import EventEmitter, Listener
@@ -23,7 +23,7 @@ from ..events import EventEmitter, Listener
 _T = TypeVar("_T")
 
 
-class Ready(Generic[_T]):
+class Ready(Awaitable[_T]):
     """An answer a store has at hand: awaitable, but awaiting it never waits.
 
     Store methods return awaitables.  A store that can answer without I/O

@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import serializers
 from ..errors import SessionOptionError, StoreUnavailableError
-from .base import Clock, Store
+from .base import Clock, Ready, Store
 
 
 class MemoryStore(Store):
@@ -56,36 +56,28 @@ class MemoryStore(Store):
         self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._last_sweep = clock()
 
-    async def get(
-        self, key: str, max_age: float, *, rolling: bool = False
-    ) -> dict[str, Any] | None:
+    def get(self, key: str) -> Ready[dict[str, Any] | None]:  # type: ignore[override]
         """Return a copy of the live data under ``key``, or ``None``."""
         entry = self._live_entry(key)
         if entry is None:
-            return None
-        data: dict[str, Any] = serializers.loads(entry[1])
-        return data
+            return Ready(None)
+        return Ready(serializers.Loaded.decode(entry[1]))
 
-    async def set(
+    def set(  # type: ignore[override]
         self,
         key: str,
         data: Mapping[str, Any],
         max_age: float,
         *,
-        rolling: bool = False,
-        changed: bool = True,
         previous: Mapping[str, Any] | None = None,
-    ) -> bool:
+    ) -> Ready[bool]:
         """Store a copy of ``data``; see `Store.set`."""
         self._check_open()
-        if previous is not None or not changed:
+        if previous is not None:
             entry = self._live_entry(key)
             if entry is None:
-                return False
-            if not changed:
-                self._entries[key] = (self.expires_at(max_age), entry[1])
-                return True
-            if serializers.dumps(previous or {}) != entry[1]:
+                return Ready(False)
+            if serializers.raw_json(previous) != entry[1]:
                 # A concurrent request of the same session wrote since this one
                 # loaded: apply only this request's changes, so its writes stay.
                 # (Unchanged since the load, the merge would give ``data`` itself.)
@@ -97,24 +89,25 @@ class MemoryStore(Store):
                 data = merged
         # A copy of exactly its size: orjson's bytes keep the few KiB buffer they
         # were written in (measured: ~4 KiB a session instead of ~150 bytes).
-        raw = bytes(memoryview(serializers.dumps(data)))
+        raw = bytes(memoryview(serializers.raw_json(data)))
         self._entries[key] = (self.expires_at(max_age), raw)
         self._entries.move_to_end(key)
         self._evict()
-        return True
+        return Ready(True)
 
-    async def touch(self, key: str, max_age: float) -> bool:
+    def touch(self, key: str, max_age: float) -> Ready[bool]:  # type: ignore[override]
         """Extend the expiry of a live record; ``False`` when there is none."""
         entry = self._live_entry(key)
         if entry is None:
-            return False
+            return Ready(False)
         self._entries[key] = (self.expires_at(max_age), entry[1])
-        return True
+        return Ready(True)
 
-    async def destroy(self, key: str) -> None:
+    def destroy(self, key: str) -> Ready[None]:  # type: ignore[override]
         """Delete the record under ``key``."""
         self._check_open()
         self._entries.pop(key, None)
+        return Ready(None)
 
     async def destroy_all(self, **match: Any) -> int:
         """Destroy every live session whose data has these top-level values."""
