@@ -83,12 +83,14 @@ class SessionMixin(_HandlerBase):
         """
         return application_config(application).options
 
-    def _session_context(self) -> SessionContext:
+    def _session_context(self, cookie_values: tuple[str, ...] | None = None) -> SessionContext:
         """The `SessionContext` of this request, made on first need."""
         context = self._session_ctx
         if context is None:
+            if cookie_values is None:
+                cookie_values = self.get_session_cookie()
             context = self._session_ctx = SessionContext(
-                application_config(self.application), self.get_session_cookie(),
+                application_config(self.application), cookie_values,
                 handler=self, name=type(self).__name__,
             )
         return context
@@ -136,12 +138,13 @@ class SessionMixin(_HandlerBase):
         for one that carries none nothing is done until the handler touches
         ``self.session``.  Returns an awaitable (``await super().prepare()``).
         """
-        if application_config(self.application).options.lazy:
+        config = application_config(self.application)
+        if config.options.lazy:
             return _PREPARED
-        context = self._session_context()
-        if not context.cookie_values:
+        cookie_values = self.get_session_cookie()
+        if not any(cookie_values):  # no context at all: the common anonymous request
             return _PREPARED
-        return context.load()
+        return self._session_context(cookie_values).load()
 
     async def load_session(self) -> Session:
         """Load the session (needed before ``self.session`` when ``lazy=True``).
