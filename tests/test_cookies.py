@@ -10,8 +10,11 @@ import orjson
 import tornado.web
 
 from tests.base import COOKIE, COOKIE_SECRET, SessionTestCase, set_cookies
-from tornado_session import SessionMixin
-from tornado_session.cookies import VERIFIED_MEMORY, CookieCodec
+from tornado_session import SessionMixin, SessionOptions
+from tornado_session.cookies import CookieCodec, Signer
+from tornado_session.lifecycle import COOKIE_MEMORY, SessionConfig
+from tornado_session.serializers import hash_session_id
+from tornado_session.stores import MemoryStore
 
 
 class RememberMe(SessionMixin, tornado.web.RequestHandler):
@@ -216,7 +219,7 @@ class TestSignedValue(SessionTestCase):
 
 
 class TestVerifiedMemory(unittest.TestCase):
-    """The codec skips Tornado's HMAC for a value it verified before, and only then."""
+    """A value that verified once is read from memory, with its fields; only such values."""
 
     def setUp(self) -> None:
         self.checked: list[str] = []
@@ -227,30 +230,33 @@ class TestVerifiedMemory(unittest.TestCase):
                 COOKIE_SECRET, name, value, max_age_days=float("inf"), min_version=2
             )
 
-        def sign(name: str, value: bytes) -> bytes:
-            return tornado.web.create_signed_value(COOKIE_SECRET, name, value, version=2)
-
-        self.codec = CookieCodec(COOKIE, sign=sign, unsign=unsign)
+        self.codec = CookieCodec(COOKIE, sign=Signer(COOKIE_SECRET).sign, unsign=unsign)
+        self.config = SessionConfig(SessionOptions(store=MemoryStore()), self.codec)
 
     def test_a_value_verified_once_is_not_checked_again(self) -> None:
-        value = self.codec.dumps({"e": 1, "d": {}})
-        self.assertEqual(self.codec.loads(value), {"e": 1, "d": {}})
-        self.assertEqual(self.codec.loads(value), {"e": 1, "d": {}})
+        value = self.codec.dumps({"e": 1, "m": None, "i": "an-id"})
+        first = self.config.read_cookie(value)
+        assert first is not None
+        self.assertEqual((first.expires, first.session_id), (1.0, "an-id"))
+        self.assertEqual(first.store_key, hash_session_id("an-id"))
+        self.assertEqual(self.config.read_cookie(value), first)
         self.assertEqual(self.checked, [value])
 
     def test_a_refused_value_is_checked_every_time(self) -> None:
-        forged = self.codec.dumps({"e": 1, "d": {}})[:-1] + "0"
-        self.assertIsNone(self.codec.loads(forged))
-        self.assertIsNone(self.codec.loads(forged))
-        self.assertEqual(self.checked, [forged, forged])
+        forged = self.codec.dumps({"e": 1, "m": None, "i": "an-id"})[:-1] + "0"
+        wrong_shape = self.codec.dumps({"e": 1, "d": {}})  # a cookie session's, for a store
+        for value in (forged, wrong_shape):
+            self.assertIsNone(self.config.read_cookie(value))
+            self.assertIsNone(self.config.read_cookie(value))
+        self.assertEqual(self.checked, [forged, forged, wrong_shape, wrong_shape])
 
     def test_the_memory_is_bounded_oldest_first(self) -> None:
-        values = [self.codec.dumps({"e": n, "d": {}}) for n in range(VERIFIED_MEMORY + 1)]
+        values = [self.codec.dumps({"e": n, "i": f"id{n}"}) for n in range(COOKIE_MEMORY + 1)]
         for value in values:
-            self.codec.loads(value)
+            self.config.read_cookie(value)
         self.checked.clear()
-        self.codec.loads(values[-1])
-        self.codec.loads(values[1])
+        self.config.read_cookie(values[-1])
+        self.config.read_cookie(values[1])
         self.assertEqual(self.checked, [])
-        self.codec.loads(values[0])  # forgotten: checked again
+        self.config.read_cookie(values[0])  # forgotten: checked again
         self.assertEqual(self.checked, [values[0]])

@@ -45,6 +45,28 @@ class CommitTwice(SessionMixin, tornado.web.RequestHandler):
         self.write("ok")
 
 
+class CommitTwiceBesideOtherCookies(SessionMixin, tornado.web.RequestHandler):
+    async def get(self) -> None:
+        self.set_cookie("theme", "dark")
+        self.add_header("Set-Cookie", "other=1; Path=/")
+        self.session["a"] = 1
+        await self.commit_session()
+        self.session["b"] = 2
+        self.write("ok")
+
+
+class CommitThenFail(SessionMixin, tornado.web.RequestHandler):
+    async def get(self) -> None:
+        self.session["a"] = 1
+        await self.commit_session()
+        raise tornado.web.HTTPError(400)
+
+
+class ReadKeys(SessionMixin, tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.write(",".join(f"{key}={value}" for key, value in sorted(self.session.items())))
+
+
 class FinishTwice(SessionMixin, tornado.web.RequestHandler):
     async def get(self) -> None:
         self.session["views"] = 1
@@ -117,6 +139,9 @@ class TestFinishing(SessionTestCase):
         return [
             (r"/twice", FinishTwice),
             (r"/commit-twice", CommitTwice),
+            (r"/commit-twice-cookies", CommitTwiceBesideOtherCookies),
+            (r"/commit-then-fail", CommitThenFail),
+            (r"/keys", ReadKeys),
             (r"/forgets", ForgetsSuperPrepare),
             (r"/count", SlowCounter, {}),
             (r"/slow/(\w+)", SlowCounter),
@@ -132,6 +157,20 @@ class TestFinishing(SessionTestCase):
         assert isinstance(self.store, CountingStore)
         (raw,) = [entry[1] for entry in self.store._entries.values()]
         self.assertEqual(raw, b'{"a":1,"b":2}')
+
+    def test_a_second_commit_replaces_the_session_cookie_and_keeps_the_others(self) -> None:
+        response = self.fetch("/commit-twice-cookies")
+        lines = response.headers.get_list("Set-Cookie")
+        self.assertEqual(len([line for line in lines if line.startswith(COOKIE + "=")]), 1)
+        self.assertEqual(len([line for line in lines if line.startswith("theme=dark")]), 1)
+        self.assertEqual(len([line for line in lines if line.startswith("other=1")]), 1)
+        self.assertEqual(self.fetch("/keys").body, b"a=1,b=2")
+
+    def test_an_error_page_after_a_commit_still_carries_the_session_cookie(self) -> None:
+        response = self.fetch("/commit-then-fail")
+        self.assertEqual(response.code, 400)
+        self.assertIsNotNone(self.session_cookie(response))
+        self.assertEqual(self.fetch("/keys").body, b"a=1")
 
     def test_prepare_override_without_super_names_the_fix(self) -> None:
         self.jar[COOKIE] = "anything"

@@ -35,9 +35,6 @@ MAX_COOKIE_SIZE = 4093
 #: Cookie values longer than this are refused before any decoding work.
 _MAX_INPUT = MAX_COOKIE_SIZE * 2
 
-#: How many verified signed values a codec remembers (about 1 MB at most).
-VERIFIED_MEMORY = 2048
-
 Sign = Callable[[str, bytes], bytes]
 Unsign = Callable[[str, str], bytes | None]
 
@@ -49,16 +46,11 @@ class CookieCodec:
     ``decode_signed_value`` bound to the application's secret (``None`` for
     unsigned cookies); ``sign`` may be a `Signer`'s `~Signer.sign`, which
     makes the same bytes faster.  ``encode``/``decode`` replace the JSON step.
-
-    A browser sends the same cookie on every request until the session changes,
-    so the codec remembers the last `VERIFIED_MEMORY` values whose signature
-    Tornado accepted, keyed by the whole value, and skips the HMAC for them.
-    Only values that verified are remembered (garbage cannot fill the memory),
-    and the secret cannot change under a codec: the mixin builds one per
-    application.
+    (The values that verified are remembered a level up, with their parsed
+    fields: `tornado_session.lifecycle.SessionConfig.read_cookie`.)
     """
 
-    __slots__ = ("_decode", "_encode", "_sign", "_unsign", "_verified", "name")
+    __slots__ = ("_decode", "_encode", "_sign", "_unsign", "name")
 
     def __init__(
         self,
@@ -74,7 +66,6 @@ class CookieCodec:
         self._unsign = unsign
         self._encode = encode
         self._decode = decode
-        self._verified: dict[str, bytes] = {}
 
     def dumps(self, payload: dict[str, Any]) -> str:
         """Return the cookie value for ``payload``.
@@ -104,11 +95,7 @@ class CookieCodec:
             return None
         raw: bytes | None
         if self._unsign is not None:
-            raw = self._verified.get(value)
-            if raw is None:
-                raw = self._unsign(self.name, value)
-                if raw is not None:
-                    self._remember(value, raw)
+            raw = self._unsign(self.name, value)
         elif self._encode is None:
             raw = _b64url_decode(value)
         else:
@@ -124,13 +111,6 @@ class CookieCodec:
         except Exception:  # any decoder's error means "not a cookie of ours"
             return None
         return payload if isinstance(payload, dict) else None
-
-    def _remember(self, value: str, raw: bytes) -> None:
-        """Keep a verified value, forgetting the oldest past `VERIFIED_MEMORY`."""
-        verified = self._verified
-        if len(verified) >= VERIFIED_MEMORY:
-            del verified[next(iter(verified))]
-        verified[value] = raw
 
     def _encode_payload(self, payload: dict[str, Any]) -> bytes:
         if self._encode is None:

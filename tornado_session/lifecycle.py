@@ -40,7 +40,7 @@ from typing import Any, NamedTuple, TypeVar
 import orjson
 
 from . import serializers
-from .cookies import CookieCodec
+from .cookies import CookieCodec, SetCookieLine
 from .errors import SessionError, StoreUnavailableError
 from .options import SessionOptions
 from .session import Session
@@ -125,13 +125,18 @@ class SessionConfig:
     """The per-application part: options, the cookie codec, and the cookies it verified.
 
     Built once per application (the mixin keeps it on the application).
+    ``cookie_line`` writes the ``Set-Cookie`` line (for the mixin).
     """
 
-    __slots__ = ("_cookies", "codec", "options", "retry_after")
+    __slots__ = ("_cookies", "codec", "cookie_line", "options", "retry_after")
 
     def __init__(self, options: SessionOptions, codec: CookieCodec) -> None:
         self.options = options
         self.codec = codec
+        self.cookie_line = SetCookieLine(
+            options.key, domain=options.domain, path=options.path, httponly=options.httponly,
+            samesite=options.samesite,
+        )
         #: ``Retry-After`` seconds for a 503 caused by a store outage.
         self.retry_after = max(1, math.ceil(options.reconnect_timeout))
         self._cookies: dict[str, CookiePayload] = {}
@@ -287,8 +292,9 @@ class SessionContext:
     ``name`` is used in warnings.
     """
 
-    __slots__ = ("_running_now", "committed", "config", "cookie_values", "finishing", "handler",
-                 "name", "outage", "session", "state", "stopped", "store_key", "touched")
+    __slots__ = ("_running_now", "committed", "config", "cookie_line", "cookie_values",
+                 "finishing", "handler", "name", "outage", "session", "state", "stopped",
+                 "store_key", "touched")
 
     def __init__(
         self, config: SessionConfig, cookie_values: Sequence[str] = (), *, handler: Any = None,
@@ -314,6 +320,8 @@ class SessionContext:
         self.stopped = False
         #: The response's finish, when it waits for a commit (a second call returns it).
         self.finishing: Any = None
+        #: The ``Set-Cookie`` line sent for the session, if any (a second one replaces it).
+        self.cookie_line: str | None = None
         self._running_now = False
 
     # -- load ----------------------------------------------------------------

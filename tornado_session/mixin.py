@@ -27,7 +27,7 @@ import tornado.web
 from tornado.concurrent import Future
 from tornado.iostream import StreamClosedError
 
-from .cookies import CookieCodec
+from .cookies import CookieCodec, Signer
 from .errors import SessionNotLoadedError, SessionOptionError, StoreUnavailableError
 from .lifecycle import CookieUpdate, SessionConfig, SessionContext
 from .options import SessionOptions
@@ -308,22 +308,47 @@ class SessionMixin(_HandlerBase):
         ``expires`` the same moment as a timestamp; ``value=""`` with
         ``max_age=0`` deletes the cookie.  Override it together with
         `get_session_cookie` to carry the session somewhere else.
+
+        The line is what Tornado's ``set_cookie`` writes with these attributes
+        (`tornado_session.cookies.SetCookieLine`), sent with ``add_header``; a
+        second commit in one response replaces it.
         """
-        options = application_config(self.application).options
-        secure = options.secure if options.secure is not None else (
-            self.request.protocol == "https"
-        )
-        self.set_cookie(
-            options.key,
+        config = application_config(self.application)
+        secure = config.options.secure
+        if secure is None:
+            secure = self.request.protocol == "https"
+        line = config.cookie_line.format(
             value,
-            domain=options.domain,
-            path=options.path,
             expires=_EPOCH_PLUS_A_DAY if max_age == 0 else expires,
-            max_age=None if max_age is None else int(max_age),
-            httponly=options.httponly,
+            max_age=max_age,
             secure=secure,
-            samesite=options.samesite,
         )
+        context = self._session_context()
+        if context.cookie_line is not None:  # a second commit: this line replaces the first
+            self._drop_session_cookie_line(context.cookie_line)
+        context.cookie_line = line
+        self.add_header("Set-Cookie", line)
+
+    def _drop_session_cookie_line(self, line: str) -> None:
+        """Take back a ``Set-Cookie`` line this mixin added, keeping every other one."""
+        kept = list(self._headers.get_list("Set-Cookie"))
+        if line in kept:
+            kept.remove(line)
+        self.clear_header("Set-Cookie")
+        for other in kept:
+            self.add_header("Set-Cookie", other)
+
+    def clear(self) -> None:
+        """Reset the headers (as Tornado does for an error page), keeping the session cookie.
+
+        Tornado keeps the cookies given to ``set_cookie`` across ``clear()``;
+        the session cookie, sent with ``add_header``, is kept the same way: the
+        store already holds what it names.
+        """
+        super().clear()
+        context = self._session_ctx
+        if context is not None and context.cookie_line is not None:
+            self.add_header("Set-Cookie", context.cookie_line)
 
     # -- errors ----------------------------------------------------------------------
 
@@ -372,7 +397,13 @@ def application_config(application: tornado.web.Application) -> SessionConfig:
 
 
 def _signing(settings: Mapping[str, Any], options: SessionOptions) -> dict[str, Any]:
-    """Tornado's signed-value functions bound to the application's secret."""
+    """Signing with the application's secret: our `Signer`, Tornado's check.
+
+    `Signer` makes exactly Tornado's ``create_signed_value`` bytes (proven by
+    ``tests/test_properties_signing.py``); verifying stays Tornado's
+    ``decode_signed_value``, so a signing bug can only make cookies that fail
+    verification.
+    """
     if not options.signed:
         return {}
     secret = settings.get("cookie_secret")
@@ -383,19 +414,11 @@ def _signing(settings: Mapping[str, Any], options: SessionOptions) -> dict[str, 
             "(a long random str, or {version: secret} with key_version); "
             "or pass signed=False"
         )
-    if isinstance(secret, dict) and key_version not in secret:
-        raise SessionOptionError(
-            f"the application setting key_version={key_version!r} is not a key of "
-            f"cookie_secret (versions: {sorted(secret)})"
-        )
-    sign = functools.partial(
-        tornado.web.create_signed_value, secret, version=2,
-        key_version=key_version if isinstance(secret, dict) else None, clock=options.clock,
-    )
+    signer = Signer(secret, key_version=key_version, clock=options.clock)
     # The expiry travels inside the payload and is checked by the lifecycle;
     # Tornado's own timestamp check must not cut sessions at 31 days.
     unsign = functools.partial(
         tornado.web.decode_signed_value, secret, max_age_days=float("inf"), min_version=2,
         clock=options.clock,
     )
-    return {"sign": lambda name, value: sign(name, value), "unsign": unsign}
+    return {"sign": signer.sign, "unsign": unsign}
