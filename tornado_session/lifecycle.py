@@ -66,9 +66,11 @@ class Action(enum.Enum):
     REGENERATE = "regenerate"
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The answer of `decide`: an action, the reason for it, and what it touches."""
+class Decision(NamedTuple):
+    """The answer of `decide`: an action, the reason for it, and what it touches.
+
+    (A named tuple: one is made for every request that has a session.)
+    """
 
     #: What the commit does.
     action: Action
@@ -302,7 +304,7 @@ class SessionContext:
     ) -> None:
         self.config = config
         #: The values of every session cookie the request carried, in header order.
-        self.cookie_values = tuple(value for value in cookie_values if value)
+        self.cookie_values = tuple(filter(None, cookie_values))
         self.handler = handler
         self.name = name
         #: The session, once loaded (or started fresh).
