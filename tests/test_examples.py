@@ -213,7 +213,7 @@ class TestLoginFlow(LoginAppTest):
         self.assertIn("Welcome back, alice.", text(self.browser.follow(response)))
         # The id from before the login (a planted one, say) is worth nothing now.
         self.assertIsNone(self.io_loop.run_sync(
-            lambda: self.store.get(hash_session_id(old_id), 60)
+            lambda: self.store.get(hash_session_id(old_id))
         ))
         self.assert_logged_out(self.browser, cookies={SESSION: before})
 
@@ -239,7 +239,7 @@ class TestLoginFlow(LoginAppTest):
         self.assert_logged_out(self.browser)
         self.assert_logged_out(self.browser, cookies={SESSION: old_cookie})
         self.assertIsNone(self.io_loop.run_sync(
-            lambda: self.store.get(hash_session_id(old_id), 60)
+            lambda: self.store.get(hash_session_id(old_id))
         ))
 
     def test_logout_everywhere_ends_every_session_of_the_user_only(self) -> None:

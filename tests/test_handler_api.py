@@ -152,7 +152,7 @@ class TestConcurrency(SessionTestCase):
         self.assertTrue(all(r.code == 200 for r in responses))
         assert isinstance(self.store, CountingStore)
         (key,) = self.store._entries
-        data = await self.store.get(key, 60)
+        data = await self.store.get(key)
         assert data is not None
         self.assertEqual({k: v for k, v in data.items() if k != "start"},
                          {f"k{i}": 1 for i in range(50)})

@@ -211,7 +211,7 @@ class TestAnswerFromBeforeTheOutage(AsyncTestCase):
 
     async def lose_the_server(self) -> None:
         """A ``get`` fails with a connection error: the store is disconnected."""
-        failing = asyncio.ensure_future(self.store.get("k2", 60))
+        failing = asyncio.ensure_future(self.store.get("k2"))
         await asyncio.sleep(0)
         with ExpectLog("tornado_session.stores.mongo", "MongoDB cannot be reached"):
             self.collection.pending[-1].set_exception(AutoReconnect("connection closed"))
@@ -223,7 +223,7 @@ class TestAnswerFromBeforeTheOutage(AsyncTestCase):
     async def test_an_answer_to_a_call_made_before_the_outage_does_not_report_mongodb_back(
         self,
     ) -> None:
-        early = asyncio.ensure_future(self.store.get("k1", 60))
+        early = asyncio.ensure_future(self.store.get("k1"))
         await asyncio.sleep(0)  # sent, its answer on the way
         await self.lose_the_server()
         self.collection.pending[0].set_result(None)  # the earlier call's answer, handled now
@@ -236,7 +236,7 @@ class TestAnswerFromBeforeTheOutage(AsyncTestCase):
         self,
     ) -> None:
         await self.lose_the_server()
-        late = asyncio.ensure_future(self.store.get("k1", 60))
+        late = asyncio.ensure_future(self.store.get("k1"))
         await asyncio.sleep(0)
         with ExpectLog("tornado_session.stores.mongo", r"MongoDB answers again \(operation",
                        level=logging.INFO):

@@ -71,7 +71,7 @@ class TestConnectionEvents(RedisStoreOutageCase):
         self.assertEqual(self.probes(), [])  # no task while connected
         await self.stop_server()
         with ExpectLog("tornado_session.stores.redis", "Redis cannot be reached"):
-            for call in (self.store.get("k", 60), self.store.set("k", {"n": 2}, 60),
+            for call in (self.store.get("k"), self.store.set("k", {"n": 2}, 60),
                          self.store.destroy("k"), self.store.count()):
                 with self.assertRaises(StoreUnavailableError):
                     await call
@@ -88,7 +88,7 @@ class TestConnectionEvents(RedisStoreOutageCase):
         await self.stop_server()
         with ExpectLog("tornado_session.stores.redis", "Redis cannot be reached"), \
                 self.assertRaises(StoreUnavailableError):
-            await self.store.get("k", 60)
+            await self.store.get("k")
         await asyncio.sleep(0.5)  # a few failed probes
         self.assertEqual(self.recorder.names(), ["disconnect"])
         await self.start_server()
@@ -105,9 +105,9 @@ class TestConnectionEvents(RedisStoreOutageCase):
         await self.stop_server()
         with ExpectLog("tornado_session.stores.redis", "Redis cannot be reached"), \
                 self.assertRaises(StoreUnavailableError):
-            await self.store.get("k", 60)
+            await self.store.get("k")
         await self.start_server()
-        self.assertIsNone(await self.store.get("k", 60))  # persistence is off
+        self.assertIsNone(await self.store.get("k"))  # persistence is off
         await self.store.set("k", {"n": 2}, 60)
         await asyncio.sleep(0.5)
         self.assertEqual(self.recorder.names(), ["disconnect", "connect"])
@@ -127,14 +127,14 @@ class TestConnectionEvents(RedisStoreOutageCase):
                 with ExpectLog(
                     "tornado_session.stores.redis", "Redis cannot be reached.*Timeout"
                 ), self.assertRaisesRegex(StoreUnavailableError, "(?i)timeout"):
-                    await store.get("k", 60)
+                    await store.get("k")
                 self.assertLess(time.monotonic() - started, 2.0)
                 self.assertEqual(recorder.names(), ["disconnect"])
                 self.assertEqual(recorder.events[0][1]["reason"], "TimeoutError")
             finally:
                 os.kill(process.pid, signal.SIGCONT)
             await recorder.wait_for("connect", timeout=3)
-            self.assertEqual(await store.get("k", 60), {"n": 1})
+            self.assertEqual(await store.get("k"), {"n": 1})
             await store.close()
 
     @gen_test(timeout=20)
@@ -142,7 +142,7 @@ class TestConnectionEvents(RedisStoreOutageCase):
         await self.stop_server()
         with ExpectLog("tornado_session.stores.redis", "Redis cannot be reached"), \
                 self.assertRaises(StoreUnavailableError):
-            await self.store.get("k", 60)
+            await self.store.get("k")
         (probe,) = self.probes()
         probe.cancel()
         await asyncio.wait([probe])
@@ -156,7 +156,7 @@ class TestConnectionEvents(RedisStoreOutageCase):
         await self.stop_server()
         with ExpectLog("tornado_session.stores.redis", "Redis cannot be reached"), \
                 self.assertRaises(StoreUnavailableError):
-            await self.store.get("k", 60)
+            await self.store.get("k")
         real_ping = self.store.client.ping
         calls = []
 
@@ -177,7 +177,7 @@ class TestConnectionEvents(RedisStoreOutageCase):
         await self.stop_server()
         with ExpectLog("tornado_session.stores.redis", "Redis cannot be reached"), \
                 self.assertRaises(StoreUnavailableError):
-            await self.store.get("k", 60)
+            await self.store.get("k")
         (probe,) = self.probes()
         await self.store.close()
         self.assertTrue(probe.cancelled())

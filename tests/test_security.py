@@ -130,7 +130,7 @@ class SecurityCases(SessionTestCase):
     async def record(self, session_id: str) -> dict[str, Any] | None:
         """The store's record of a session id, through the store's own API."""
         assert self.store is not None
-        return await self.store.get(hash_session_id(session_id), 60)
+        return await self.store.get(hash_session_id(session_id))
 
     def session_id(self, cookie: str) -> str:
         raw = tornado.web.decode_signed_value(

@@ -1,9 +1,10 @@
 """The store protocol, and what every store shares.
 
 A store keeps session data under a key (the ``prefix`` plus a hash of the
-session id, computed by the lifecycle: stores never see a live id).  All calls
-are coroutines; a store raises `StoreUnavailableError` when its backend cannot
-be reached, and reports its connection state with ``connect`` / ``disconnect``
+session id, computed by the lifecycle: stores never see a live id).  Every
+call returns an awaitable: a coroutine, or a `Ready` when the answer is at hand
+without I/O.  A store raises `StoreUnavailableError` when its backend cannot be
+reached, and reports its connection state with ``connect`` / ``disconnect``
 events, which the lifecycle uses to hold requests while a server restarts.
 """
 
@@ -14,7 +15,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import Any, Generic, TypeVar
 
 from ..errors import SessionOptionError, StoreUnavailableError
@@ -204,55 +205,67 @@ class Store(abc.ABC):
             await asyncio.gather(probe, return_exceptions=True)
 
     # -- the protocol -----------------------------------------------------
+    #
+    # ``get``, ``set``, ``touch`` and ``destroy`` are declared as plain methods
+    # returning an awaitable, so that both an ``async def`` and a method that
+    # returns a `Ready` implement them.
 
     @abc.abstractmethod
-    async def get(
-        self, key: str, max_age: float, *, rolling: bool = False
-    ) -> dict[str, Any] | None:
+    def get(self, key: str) -> Awaitable[dict[str, Any] | None]:
         """Return a copy of the data stored under ``key``, or ``None``.
 
         ``None`` when there is no record or when it has expired: an expired
         record must never read as live, even if the backend has not removed it
-        yet.  ``max_age`` and ``rolling`` are the session's settings (koa's
-        protocol passes them); expiry is extended by the commit, not by reads.
+        yet.  Reading never extends the expiry (`touch` does).  A store that
+        keeps the canonical JSON of the data may return a
+        `tornado_session.serializers.Loaded`, which carries those bytes.
         """
 
     @abc.abstractmethod
-    async def set(
+    def set(
         self,
         key: str,
         data: Mapping[str, Any],
         max_age: float,
         *,
-        rolling: bool = False,
-        changed: bool = True,
         previous: Mapping[str, Any] | None = None,
-    ) -> bool:
-        """Store ``data`` under ``key`` for ``max_age`` seconds.
+    ) -> Awaitable[bool]:
+        """Store ``data`` under ``key`` for ``max_age`` seconds; ``True`` when written.
 
-        ``changed=False`` means only the expiry needs writing (a rolling
-        session that was only read).  ``previous`` is the data as the request
-        loaded it; it is ``None`` for a new or regenerated session.  When it is
-        given the record must already exist: a session that a concurrent
-        request destroyed (a logout) is not brought back, and `set` returns
-        ``False``.  A store may use ``previous`` to write only the changed keys.
-        Returns ``True`` when the record was written.
+        ``previous=None``: a new or regenerated session; whatever is under
+        ``key`` is replaced.  Otherwise ``previous`` is the data as the request
+        loaded it (the lifecycle passes a `tornado_session.serializers.Loaded`,
+        a plain mapping must work too).  The record must then still exist and
+        be live: a session that a concurrent request destroyed (a logout) or
+        that expired is not brought back, nothing is written and `set` returns
+        ``False``.  Only the top-level keys whose values differ from
+        ``previous`` are applied (`tornado_session.serializers.changed_keys`),
+        so two requests of one session that change different keys both keep
+        their writes; when the record is still exactly ``previous``
+        (``serializers.raw_json(previous)`` equals the stored canonical JSON)
+        writing ``data`` whole gives the same result.  The expiry becomes
+        ``max_age`` from now either way.
         """
 
-    @abc.abstractmethod
-    async def destroy(self, key: str) -> None:
-        """Delete the record under ``key``; a missing record is not an error."""
-
-    async def touch(self, key: str, max_age: float) -> bool:
+    def touch(self, key: str, max_age: float) -> Awaitable[bool]:
         """Extend the record's expiry to ``max_age`` seconds from now.
 
-        Returns ``False`` when there is no live record.  The default rewrites
-        the record through `get` and `set`; stores override it with one call.
+        The one way to extend a session without changing it.  Returns
+        ``False`` when there is no live record (nothing is created).  The
+        default reads the record with `get` and writes it back with `set`;
+        stores override it with one call.
         """
-        data = await self.get(key, max_age)
+        return self._touch_by_rewrite(key, max_age)
+
+    async def _touch_by_rewrite(self, key: str, max_age: float) -> bool:
+        data = await self.get(key)
         if data is None:
             return False
-        return await self.set(key, data, max_age, changed=False, previous=data)
+        return await self.set(key, data, max_age, previous=data)
+
+    @abc.abstractmethod
+    def destroy(self, key: str) -> Awaitable[None]:
+        """Delete the record under ``key``; a missing record is not an error."""
 
     async def close(self) -> None:
         """Release the backend's resources (a client this store created)."""

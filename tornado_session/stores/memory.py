@@ -2,7 +2,9 @@
 
 For development, tests and single-process deployments.  Data is held as
 canonical JSON bytes, so what goes in and what comes out are copies: a handler
-that mutates its dict after the commit does not change the store.
+that mutates its dict after the commit does not change the store.  Its calls do
+no I/O, so `get`, `set`, `touch` and `destroy` answer with a `Ready` (no
+coroutine, no task), and raise their errors from the call itself.
 """
 
 from __future__ import annotations
@@ -14,7 +16,12 @@ from typing import Any
 
 from .. import serializers
 from ..errors import SessionOptionError, StoreUnavailableError
-from .base import Clock, Store
+from .base import Clock, Ready, Store
+
+# The answers MemoryStore gives most, made once: awaiting a `Ready` does not change it.
+_NONE: Ready[Any] = Ready(None)
+_TRUE: Ready[Any] = Ready(True)
+_FALSE: Ready[Any] = Ready(False)
 
 
 class MemoryStore(Store):
@@ -56,65 +63,58 @@ class MemoryStore(Store):
         self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._last_sweep = clock()
 
-    async def get(
-        self, key: str, max_age: float, *, rolling: bool = False
-    ) -> dict[str, Any] | None:
-        """Return a copy of the live data under ``key``, or ``None``."""
+    def get(self, key: str) -> Ready[dict[str, Any] | None]:
+        """Return a copy of the live data under ``key`` (a `serializers.Loaded`), or ``None``."""
         entry = self._live_entry(key)
         if entry is None:
-            return None
-        data: dict[str, Any] = serializers.loads(entry[1])
-        return data
+            return _NONE
+        return Ready(serializers.Loaded.decode(entry[1]))
 
-    async def set(
+    def set(
         self,
         key: str,
         data: Mapping[str, Any],
         max_age: float,
         *,
-        rolling: bool = False,
-        changed: bool = True,
         previous: Mapping[str, Any] | None = None,
-    ) -> bool:
+    ) -> Ready[bool]:
         """Store a copy of ``data``; see `Store.set`."""
         self._check_open()
-        if previous is not None or not changed:
+        raw = serializers.dumps(data)  # first: a value that is not JSON writes nothing
+        if previous is not None:
             entry = self._live_entry(key)
             if entry is None:
-                return False
-            if not changed:
-                self._entries[key] = (self.expires_at(max_age), entry[1])
-                return True
-            if serializers.dumps(previous or {}) != entry[1]:
+                return _FALSE
+            if serializers.raw_json(previous) != entry[1]:
                 # A concurrent request of the same session wrote since this one
                 # loaded: apply only this request's changes, so its writes stay.
                 # (Unchanged since the load, the merge would give ``data`` itself.)
-                to_set, to_unset = serializers.changed_keys(previous or {}, data)
+                to_set, to_unset = serializers.changed_keys(previous, data)
                 merged: dict[str, Any] = serializers.loads(entry[1])
                 merged.update(to_set)
                 for name in to_unset:
                     merged.pop(name, None)
-                data = merged
+                raw = serializers.dumps(merged)
         # A copy of exactly its size: orjson's bytes keep the few KiB buffer they
         # were written in (measured: ~4 KiB a session instead of ~150 bytes).
-        raw = bytes(memoryview(serializers.dumps(data)))
-        self._entries[key] = (self.expires_at(max_age), raw)
+        self._entries[key] = (self.expires_at(max_age), bytes(memoryview(raw)))
         self._entries.move_to_end(key)
         self._evict()
-        return True
+        return _TRUE
 
-    async def touch(self, key: str, max_age: float) -> bool:
+    def touch(self, key: str, max_age: float) -> Ready[bool]:
         """Extend the expiry of a live record; ``False`` when there is none."""
         entry = self._live_entry(key)
         if entry is None:
-            return False
+            return _FALSE
         self._entries[key] = (self.expires_at(max_age), entry[1])
-        return True
+        return _TRUE
 
-    async def destroy(self, key: str) -> None:
+    def destroy(self, key: str) -> Ready[None]:
         """Delete the record under ``key``."""
         self._check_open()
         self._entries.pop(key, None)
+        return _NONE
 
     async def destroy_all(self, **match: Any) -> int:
         """Destroy every live session whose data has these top-level values."""

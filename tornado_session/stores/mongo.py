@@ -23,8 +23,8 @@ Every operation is one round trip:
   changed (``data.<key>``) and the expiry: two requests of one user that change
   different keys both keep their writes, and a session that a concurrent
   request destroyed (a logout) is not brought back;
-* `MongoStore.touch` and an unchanged rolling write ``$set`` only ``expires``;
-  with ``touch_after`` the lifecycle sends that at most once per period.
+* `MongoStore.touch`, and an update that changes no key, ``$set`` only
+  ``expires``; with ``touch_after`` the lifecycle touches at most once per period.
 
 The TTL index is created by `MongoStore.setup`, run once on first use.
 
@@ -370,9 +370,7 @@ class MongoStore(Store):
 
     # -- the protocol -------------------------------------------------------------
 
-    async def get(
-        self, key: str, max_age: float, *, rolling: bool = False
-    ) -> dict[str, Any] | None:
+    async def get(self, key: str) -> dict[str, Any] | None:
         """Return the live data under ``key``, or ``None`` (expired reads as ``None``)."""
         await self._ensure_ready()
         with self._errors():
@@ -392,15 +390,11 @@ class MongoStore(Store):
         data: Mapping[str, Any],
         max_age: float,
         *,
-        rolling: bool = False,
-        changed: bool = True,
         previous: Mapping[str, Any] | None = None,
     ) -> bool:
         """Write ``data`` in one round trip; see `Store.set` and the module docstring."""
         await self._ensure_ready()
         expires = self._datetime(self.expires_at(max_age))
-        if not changed:
-            return await self._update(key, {"$set": {"expires": expires}})
         try:
             return await self._write(key, data, expires, previous)
         except SessionSerializationError as exc:

@@ -19,7 +19,7 @@ Every operation is one round trip:
   fields (``HSET``), deletes the removed ones (``HDEL``) and renews the TTL,
   atomically.  Two requests of one user that change different keys both keep
   their writes;
-* `RedisStore.touch` and an unchanged rolling write are one ``PEXPIRE``;
+* `RedisStore.touch`, and an update that changes no key, are one ``PEXPIRE``;
 * `RedisStore.destroy` is one ``DEL``.
 
 `RedisStore.count`, `RedisStore.clear` and `RedisStore.destroy_all` walk the
@@ -249,9 +249,7 @@ class RedisStore(Store):
 
     # -- the protocol -----------------------------------------------------------
 
-    async def get(
-        self, key: str, max_age: float, *, rolling: bool = False
-    ) -> dict[str, Any] | None:
+    async def get(self, key: str) -> dict[str, Any] | None:
         """Return the session under ``key`` (one ``HGETALL``), or ``None``.
 
         Redis never returns a key whose TTL ran out, so an expired session
@@ -282,20 +280,16 @@ class RedisStore(Store):
         data: Mapping[str, Any],
         max_age: float,
         *,
-        rolling: bool = False,
-        changed: bool = True,
         previous: Mapping[str, Any] | None = None,
     ) -> bool:
         """Write ``data`` with a TTL of ``max_age``; see `Store.set`.
 
         With ``previous`` only the keys that differ from it are written, and
-        only if the record still exists (one atomic script).  With
-        ``changed=False`` only the TTL is renewed (one ``PEXPIRE``).
+        only if the record still exists (one atomic script); when none differ
+        only the TTL is renewed (one ``PEXPIRE``).
         """
         name = self.namespace + key
         ttl = _ttl_ms(max_age)
-        if not changed:
-            return bool(await self._call(self.client.pexpire, name, ttl))
         if previous is None:
             pairs = self._encode(data, data.keys())
             return bool(await self._write(name, ttl, "new", [MARKER, _LAYOUT, *pairs], []))
