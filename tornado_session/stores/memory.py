@@ -37,6 +37,8 @@ class MemoryStore(Store):
     which is how tests rehearse an outage without a server.
     """
 
+    backend = "MemoryStore"
+
     def __init__(
         self,
         *,
@@ -146,7 +148,7 @@ class MemoryStore(Store):
 
     async def open(self) -> None:
         """Bring a closed store back (data kept) and emit ``connect``."""
-        self._mark_connected()
+        self._mark_connected(reason="opened")
 
     # -- internals --------------------------------------------------------
 

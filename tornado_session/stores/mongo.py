@@ -36,7 +36,9 @@ store emits ``disconnect`` as soon as no writable server is left and
 ``event_listeners=[MongoStore.listener()]``.  Without one the store still
 notices: a driver connection error marks it disconnected, and a ``ping`` sent
 every ``probe_interval`` seconds marks it connected again.  Either way driver
-errors surface as `StoreUnavailableError`, which the lifecycle turns into 503.
+errors surface as `StoreUnavailableError`, which the lifecycle turns into 503,
+and each change is logged once, whichever signal brought it (`Store._call`
+keeps the state, as for every store).
 
 PyMongo is imported with this module, but not by ``import tornado_session``;
 without it, building a `MongoStore` fails with the extra to install.
@@ -47,12 +49,10 @@ from __future__ import annotations
 import asyncio
 import datetime
 import inspect
-import logging
 import threading
 import time
 import weakref
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any, NamedTuple
 
 from .. import serializers
@@ -82,7 +82,6 @@ else:
     _IMPORT_ERROR = None
     _HeartbeatListener = monitoring.ServerHeartbeatListener  # type: ignore[misc,assignment]
 
-logger = logging.getLogger(__name__)
 
 __all__ = ["ConnectionMonitor", "MongoStore"]
 
@@ -162,45 +161,6 @@ class ConnectionMonitor(_HeartbeatListener):
         self._heard(event.connection_id, False, "heartbeat failed")
 
 
-class _DriverErrors:
-    """``with store._errors():`` turns driver errors into ours around one call.
-
-    A call that succeeds while the store is disconnected marks it connected
-    again, unless the store lost MongoDB after the call began: such an answer
-    was read before the outage (another call saw the server go first) and says
-    nothing about the server now.
-    """
-
-    __slots__ = ("outages", "store")
-
-    def __init__(self, store: MongoStore) -> None:
-        self.store = store
-        self.outages = store._outages
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        store = self.store
-        if exc is None:
-            if not store._connected and store._outages == self.outages:
-                store._report(True, "operation succeeded")
-            return
-        if isinstance(exc, ConnectionFailure) or (
-            isinstance(exc, PyMongoError) and exc.timeout
-        ):
-            store._connection_lost(exc)
-            raise StoreUnavailableError(f"MongoDB cannot be reached: {exc}") from exc
-        if isinstance(exc, (bson.errors.InvalidDocument, OverflowError)):
-            raise SessionSerializationError(
-                f"session data cannot be stored in MongoDB: {exc}"
-            ) from exc
-        if isinstance(exc, PyMongoError):
-            raise SessionError(f"MongoDB refused the operation: {exc}") from exc
-
-
 class MongoStore(Store):
     """Keeps sessions in a MongoDB collection; see the module docstring.
 
@@ -252,8 +212,6 @@ class MongoStore(Store):
         self._ready = False
         self._setup_task: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        #: How many times the store lost MongoDB (see `_DriverErrors`).
-        self._outages = 0
         if isinstance(collection, _ClientSpec):
             self._deferred = collection
             self._owns_client = True
@@ -340,17 +298,17 @@ class MongoStore(Store):
         once, lazily, by the first operation; call it at start-up to fail early.
         """
         self._open()
-        with self._errors():
-            try:
-                await self.collection.create_index([("expires", 1)], expireAfterSeconds=0)
-            except OperationFailure as exc:
-                if exc.code not in _INDEX_CONFLICTS:
-                    raise
-                raise SessionError(
-                    f"MongoStore: collection {self.collection.full_name!r} already has an index "
-                    "on 'expires' with other options; drop it, or create it with "
-                    "expireAfterSeconds=0 and pass create_ttl_index=False"
-                ) from exc
+        try:
+            await self._call(self.collection.create_index, [("expires", 1)], expireAfterSeconds=0)
+        except SessionError as exc:
+            cause = exc.__cause__
+            if not isinstance(cause, OperationFailure) or cause.code not in _INDEX_CONFLICTS:
+                raise
+            raise SessionError(
+                f"MongoStore: collection {self.collection.full_name!r} already has an index "
+                "on 'expires' with other options; drop it, or create it with "
+                "expireAfterSeconds=0 and pass create_ttl_index=False"
+            ) from cause
         self._ready = True
 
     async def _ensure_ready(self) -> None:
@@ -373,10 +331,10 @@ class MongoStore(Store):
     async def get(self, key: str) -> dict[str, Any] | None:
         """Return the live data under ``key``, or ``None`` (expired reads as ``None``)."""
         await self._ensure_ready()
-        with self._errors():
-            document = await self.collection.find_one(
-                {"_id": key, "expires": {"$gt": self._now()}}, {"data": 1, "_id": 0}
-            )
+        document = await self._call(
+            self.collection.find_one,
+            {"_id": key, "expires": {"$gt": self._now()}}, {"data": 1, "_id": 0},
+        )
         if document is None:
             return None
         data: dict[str, Any] = serializers.unescape_field_names(
@@ -411,8 +369,7 @@ class MongoStore(Store):
     ) -> bool:
         if previous is None:
             document = {"_id": key, "data": _escape(dict(data)), "expires": expires}
-            with self._errors():
-                await self.collection.replace_one({"_id": key}, document, upsert=True)
+            await self._call(self.collection.replace_one, {"_id": key}, document, upsert=True)
             return True
         to_set, to_unset = serializers.changed_keys(previous, data)
         update: dict[str, Any] = {
@@ -438,8 +395,7 @@ class MongoStore(Store):
     async def destroy(self, key: str) -> None:
         """Delete the record under ``key``."""
         await self._ensure_ready()
-        with self._errors():
-            await self.collection.delete_one({"_id": key})
+        await self._call(self.collection.delete_one, {"_id": key})
 
     async def destroy_all(self, **match: Any) -> int:
         """Destroy every live session whose data has these top-level values.
@@ -459,31 +415,27 @@ class MongoStore(Store):
             query[field] = {"$exists": True, "$eq": value}
             if not isinstance(value, list):
                 query[field]["$not"] = {"$type": "array"}
-        with self._errors():
-            result = await self.collection.delete_many(query)
+        result = await self._call(self.collection.delete_many, query)
         return int(result.deleted_count)
 
     async def count(self) -> int:
         """Return how many live sessions the collection holds."""
         await self._ensure_ready()
-        with self._errors():
-            found = await self.collection.count_documents({"expires": {"$gt": self._now()}})
+        found = await self._call(
+            self.collection.count_documents, {"expires": {"$gt": self._now()}}
+        )
         return int(found)
 
     async def clear(self) -> None:
         """Delete every session in the collection."""
         await self._ensure_ready()
-        with self._errors():
-            await self.collection.delete_many({})
+        await self._call(self.collection.delete_many, {})
 
     async def ping(self) -> None:
         """Send ``ping``; `StoreUnavailableError` when MongoDB does not answer."""
         if self.collection is None:
             self._open()
-        try:
-            await self.collection.database.command("ping")
-        except PyMongoError as exc:
-            raise StoreUnavailableError(f"MongoDB cannot be reached: {exc}") from exc
+        await self._translated(self.collection.database.command, "ping")
 
     async def close(self) -> None:
         """Stop probing, and close the client if `from_uri` created it."""
@@ -509,19 +461,20 @@ class MongoStore(Store):
 
     async def _update(self, key: str, update: dict[str, Any]) -> bool:
         """Update the live record under ``key`` (no upsert); whether one was there."""
-        with self._errors():
-            result = await self.collection.update_one(
-                {"_id": key, "expires": {"$gt": self._now()}}, update
-            )
+        result = await self._call(
+            self.collection.update_one, {"_id": key, "expires": {"$gt": self._now()}}, update
+        )
         return bool(result.matched_count)
 
-    def _errors(self) -> _DriverErrors:
-        return _DriverErrors(self)
-
-    def _mark_disconnected(self, **detail: Any) -> None:
-        if self._connected:
-            self._outages += 1
-        super()._mark_disconnected(**detail)
+    def _driver_error(self, exc: Exception) -> SessionError | None:
+        """PyMongo's connection failures and time-outs are outages; BSON's limits are ours."""
+        if isinstance(exc, ConnectionFailure) or (isinstance(exc, PyMongoError) and exc.timeout):
+            return StoreUnavailableError(f"MongoDB cannot be reached: {exc}")
+        if isinstance(exc, (bson.errors.InvalidDocument, OverflowError)):
+            return SessionSerializationError(f"session data cannot be stored in MongoDB: {exc}")
+        if isinstance(exc, PyMongoError):
+            return SessionError(f"MongoDB refused the operation: {exc}")
+        return super()._driver_error(exc)
 
     def _from_monitor(self, up: bool, reason: str) -> None:
         """News from the `ConnectionMonitor`, possibly on one of PyMongo's threads."""
@@ -540,22 +493,12 @@ class MongoStore(Store):
         self._apply(up, reason)
 
     def _apply(self, up: bool, reason: str) -> None:
-        if not self._closed:
-            self._report(up, reason)
-
-    def _report(self, up: bool, reason: str, **detail: Any) -> None:
-        """Record (and log) a change of the connection state; emits the event."""
-        if up is self._connected:
+        if self._closed:
             return
         if up:
-            logger.info("MongoDB answers again (%s)", reason)
-            self._mark_connected(reason=reason, **detail)
+            self._mark_connected(reason=reason)
         else:
-            logger.warning(
-                "MongoDB cannot be reached (%s): requests that need a session wait up to "
-                "reconnect_timeout for it, then get 503", reason,
-            )
-            self._mark_disconnected(reason=reason, **detail)
+            self._mark_disconnected(reason=reason)
 
 
 #: `MongoStore.from_uri`'s default ``serverSelectionTimeoutMS`` (PyMongo's is 30 s).
