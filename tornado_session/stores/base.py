@@ -13,12 +13,12 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import Any, Generic, TypeVar
 
-from ..errors import SessionError, SessionOptionError, StoreUnavailableError
+from .._checks import check_seconds
+from ..errors import SessionError, StoreUnavailableError
 from ..events import EventEmitter, Listener
 
 _T = TypeVar("_T")
@@ -89,27 +89,14 @@ class Store(abc.ABC):
         timeout: float | None = None,
     ) -> None:
         name = type(self).__name__
-        if isinstance(probe_interval, bool) or not isinstance(probe_interval, (int, float)) or (
-            not 0 < probe_interval < math.inf
-        ):
-            raise SessionOptionError(
-                f"{name}(probe_interval={probe_interval!r}): expected a positive number of seconds"
-            )
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-            or not 0 < timeout < math.inf
-        ):
-            raise SessionOptionError(
-                f"{name}(timeout={timeout!r}): expected a positive number of seconds or None"
-            )
         #: The store's events: ``connect`` and ``disconnect``.
         self.events = EventEmitter()
         self.clock = clock
         #: The longest pause, in seconds, between two pings of a server that went away.
-        self.probe_interval = float(probe_interval)
+        self.probe_interval = check_seconds(f"{name} option probe_interval", probe_interval)
         #: Seconds a call through `_call` may take before it counts as an outage
         #: (``None``: only the driver's own time-outs apply).
-        self.timeout = None if timeout is None else float(timeout)
+        self.timeout = check_seconds(f"{name} option timeout", timeout, allow_none=True)
         self._connected = True
         self._closed = False
         #: How many times the backend was lost: a call remembers it when sent,

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import serializers
+from .._checks import check_seconds
 from ..errors import SessionOptionError, StoreUnavailableError
 from .base import Clock, Ready, Store
 
@@ -52,16 +53,9 @@ class MemoryStore(Store):
             raise SessionOptionError(
                 f"MemoryStore(max_entries={max_entries!r}): expected a positive int or None"
             )
-        if isinstance(sweep_interval, bool) or not isinstance(sweep_interval, (int, float)) or (
-            sweep_interval <= 0
-        ):
-            raise SessionOptionError(
-                f"MemoryStore(sweep_interval={sweep_interval!r}): "
-                "expected a positive number of seconds"
-            )
         super().__init__(clock=clock)
         self.max_entries = max_entries
-        self.sweep_interval = float(sweep_interval)
+        self.sweep_interval = check_seconds("MemoryStore option sweep_interval", sweep_interval)
         self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._last_sweep = clock()
 

@@ -11,7 +11,7 @@ id), ``data`` is a subdocument, so an operator can query sessions
 TTL monitor runs about once a minute, so every read also filters on
 ``expires > now``: an expired session never reads as live.  Session keys that
 cannot be field names (``a.b``, ``$x``, ``""``, a NUL) are escaped losslessly
-by `tornado_session.serializers.escape_field_name`, at every depth.
+by `escape_field_name`, at every depth.
 
 Every operation is one round trip:
 
@@ -52,7 +52,7 @@ import inspect
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from .. import serializers
@@ -83,7 +83,14 @@ else:
     _HeartbeatListener = monitoring.ServerHeartbeatListener  # type: ignore[misc,assignment]
 
 
-__all__ = ["ConnectionMonitor", "MongoStore"]
+__all__ = [
+    "ConnectionMonitor",
+    "MongoStore",
+    "escape_field_name",
+    "escape_field_names",
+    "unescape_field_name",
+    "unescape_field_names",
+]
 
 _UTC = datetime.UTC
 #: MongoDB's error codes for an index that exists with other options.
@@ -337,7 +344,7 @@ class MongoStore(Store):
         )
         if document is None:
             return None
-        data: dict[str, Any] = serializers.unescape_field_names(
+        data: dict[str, Any] = unescape_field_names(
             document.get("data") or {}, _from_bson
         )
         return data
@@ -375,13 +382,13 @@ class MongoStore(Store):
         update: dict[str, Any] = {
             "$set": {
                 "expires": expires,
-                **{"data." + serializers.escape_field_name(name): _escape(value)
+                **{"data." + escape_field_name(name): _escape(value)
                    for name, value in to_set.items()},
             }
         }
         if to_unset:
             update["$unset"] = {
-                "data." + serializers.escape_field_name(name): "" for name in to_unset
+                "data." + escape_field_name(name): "" for name in to_unset
             }
         return await self._update(key, update)
 
@@ -408,7 +415,7 @@ class MongoStore(Store):
         await self._ensure_ready()
         query: dict[str, Any] = {"expires": {"$gt": self._now()}}
         for name, value in match.items():
-            field = "data." + serializers.escape_field_name(name)
+            field = "data." + escape_field_name(name)
             value = _escape(value)
             # Present (``None`` must not match a missing key) and equal; a scalar
             # must not match an array that merely contains it.
@@ -514,10 +521,79 @@ class _ClientSpec(NamedTuple):
     options: dict[str, Any]
 
 
+# -- field names ----------------------------------------------------------------
+#
+# MongoDB cannot take every JSON key as a field name: a ``.`` means a path, a
+# leading ``$`` an operator, NUL ends a BSON name, and an empty name cannot
+# appear in an update path.  Such keys are percent-escaped (``%`` itself always
+# is), and the empty key becomes a lone ``%``, which no other key escapes to:
+# the mapping is lossless and no plain key can collide with an escaped one.
+# (They lived in serializers.py; this store is their only user.)
+
+_FIELD_ESCAPES = {"%": "%25", ".": "%2E", "\0": "%00"}
+
+
+def escape_field_name(name: str) -> str:
+    """A session key as a document field name (see `unescape_field_name`).
+
+    ``"a.b"`` becomes ``"a%2Eb"``, ``"$x"`` ``"%24x"``, ``"50%"`` ``"50%25"``,
+    ``""`` ``"%"``; a key with none of ``.``, ``%``, NUL or a leading ``$``
+    (nearly every key) is returned as it is.
+    """
+    if not name:
+        return "%"
+    if "%" in name or "." in name or "\0" in name:
+        name = "".join(_FIELD_ESCAPES.get(char, char) for char in name)
+    if name[0] == "$":
+        name = "%24" + name[1:]
+    return name
+
+
+def unescape_field_name(name: str) -> str:
+    """The session key that `escape_field_name` turned into ``name``."""
+    if "%" not in name:
+        return name
+    if name == "%":
+        return ""
+    parts = name.split("%")
+    return parts[0] + "".join(chr(int(part[:2], 16)) + part[2:] for part in parts[1:])
+
+
+def escape_field_names(value: Any) -> Any:
+    """``value`` with `escape_field_name` applied to every dict key, at any depth."""
+    if isinstance(value, dict):
+        return {_escape_key(key): escape_field_names(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [escape_field_names(item) for item in value]
+    return value
+
+
+def _escape_key(key: Any) -> str:
+    if not isinstance(key, str):
+        raise TypeError(f"key {key!r} is not a string")
+    return escape_field_name(key)
+
+
+def unescape_field_names(value: Any, leaf: Callable[[Any], Any] | None = None) -> Any:
+    """Undo `escape_field_names`; ``leaf`` (if given) converts every other value.
+
+    A store passes ``leaf`` to turn a driver's types back into JSON's (BSON's
+    ``Int64`` into ``int``) in the same walk.
+    """
+    if isinstance(value, dict):
+        return {
+            unescape_field_name(key): unescape_field_names(item, leaf)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [unescape_field_names(item, leaf) for item in value]
+    return value if leaf is None else leaf(value)
+
+
 def _escape(value: Any) -> Any:
     """Field names escaped for MongoDB; a non-str key is a serialisation error."""
     try:
-        return serializers.escape_field_names(value)
+        return escape_field_names(value)
     except TypeError as exc:
         raise SessionSerializationError(
             f"session data has a key that is not a string: {exc}"
