@@ -12,7 +12,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 from tornado.testing import AsyncHTTPTestCase
 
 from tornado_session import SessionMixin, SessionOptions
-from tornado_session.stores import MemoryStore, Store
+from tornado_session.stores import MemoryStore, Ready, Store
 from tornado_session.testing import FakeClock
 
 COOKIE_SECRET = "test-secret-" + "x" * 40
@@ -20,25 +20,29 @@ COOKIE = "tornado.sess"
 
 
 class CountingStore(MemoryStore):
-    """A MemoryStore that counts the calls made to it, by name."""
+    """A MemoryStore that counts the calls made to it, by name.
+
+    It hands on MemoryStore's `Ready` answers, so the lifecycle's same-turn
+    path for answers at hand is what the HTTP tests exercise.
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.calls: dict[str, int] = {"get": 0, "set": 0, "destroy": 0, "touch": 0}
 
-    def get(self, key: str) -> Any:
+    def get(self, key: str) -> Ready[dict[str, Any] | None]:
         self.calls["get"] += 1
         return super().get(key)
 
-    def set(self, key: str, data: Any, max_age: float, **kwargs: Any) -> Any:
+    def set(self, key: str, data: Any, max_age: float, **kwargs: Any) -> Ready[bool]:
         self.calls["set"] += 1
         return super().set(key, data, max_age, **kwargs)
 
-    def destroy(self, key: str) -> Any:
+    def destroy(self, key: str) -> Ready[None]:
         self.calls["destroy"] += 1
         return super().destroy(key)
 
-    def touch(self, key: str, max_age: float) -> Any:
+    def touch(self, key: str, max_age: float) -> Ready[bool]:
         self.calls["touch"] += 1
         return super().touch(key, max_age)
 

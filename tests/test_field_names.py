@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tornado_session.serializers import (
+from tornado_session.stores.mongo import (
     escape_field_name,
     escape_field_names,
     unescape_field_name,

@@ -22,11 +22,11 @@ class TestMemoryStoreBounds(AsyncTestCase):
         store = MemoryStore(max_entries=2)
         await store.set("a", {"n": 1}, 60)
         await store.set("b", {"n": 2}, 60)
-        await store.get("a", 60)  # "a" is now the most recently used
+        await store.get("a")  # "a" is now the most recently used
         await store.set("c", {"n": 3}, 60)
         self.assertEqual(await store.count(), 2)
-        self.assertIsNone(await store.get("b", 60))
-        self.assertEqual(await store.get("a", 60), {"n": 1})
+        self.assertIsNone(await store.get("b"))
+        self.assertEqual(await store.get("a"), {"n": 1})
 
     @gen_test
     async def test_sweep_drops_abandoned_sessions(self) -> None:
@@ -60,11 +60,11 @@ class TestMemoryStoreOutage(AsyncTestCase):
         await store.close()
         self.assertFalse(store.connected)
         with self.assertRaises(StoreUnavailableError):
-            await store.get("a", 60)
+            await store.get("a")
         with self.assertRaises(StoreUnavailableError):
             await store.set("a", {"n": 2}, 60)
         await store.open()
-        self.assertEqual(await store.get("a", 60), {"n": 1})
+        self.assertEqual(await store.get("a"), {"n": 1})
         self.assertEqual([name for name, _ in events], ["disconnect", "connect"])
         self.assertTrue(all("key" in payload for _, payload in events))
 

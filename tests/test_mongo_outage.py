@@ -211,7 +211,7 @@ class TestAnswerFromBeforeTheOutage(AsyncTestCase):
 
     async def lose_the_server(self) -> None:
         """A ``get`` fails with a connection error: the store is disconnected."""
-        failing = asyncio.ensure_future(self.store.get("k2", 60))
+        failing = asyncio.ensure_future(self.store.get("k2"))
         await asyncio.sleep(0)
         with ExpectLog("tornado_session.stores.mongo", "MongoDB cannot be reached"):
             self.collection.pending[-1].set_exception(AutoReconnect("connection closed"))
@@ -223,7 +223,7 @@ class TestAnswerFromBeforeTheOutage(AsyncTestCase):
     async def test_an_answer_to_a_call_made_before_the_outage_does_not_report_mongodb_back(
         self,
     ) -> None:
-        early = asyncio.ensure_future(self.store.get("k1", 60))
+        early = asyncio.ensure_future(self.store.get("k1"))
         await asyncio.sleep(0)  # sent, its answer on the way
         await self.lose_the_server()
         self.collection.pending[0].set_result(None)  # the earlier call's answer, handled now
@@ -236,7 +236,7 @@ class TestAnswerFromBeforeTheOutage(AsyncTestCase):
         self,
     ) -> None:
         await self.lose_the_server()
-        late = asyncio.ensure_future(self.store.get("k1", 60))
+        late = asyncio.ensure_future(self.store.get("k1"))
         await asyncio.sleep(0)
         with ExpectLog("tornado_session.stores.mongo", r"MongoDB answers again \(operation",
                        level=logging.INFO):
@@ -244,3 +244,25 @@ class TestAnswerFromBeforeTheOutage(AsyncTestCase):
             self.assertIsNone(await late)
         self.assertTrue(self.store.connected)
         self.assertEqual(self.events, ["disconnect", "connect"])
+
+    @gen_test
+    async def test_news_from_the_monitor_is_logged_once_per_change(self) -> None:
+        with self.assertLogs("tornado_session.stores.mongo", "INFO") as logged:
+            for _ in range(2):  # every heartbeat repeats it; one line
+                self.store._from_monitor(False, "heartbeat failed")
+            await self.lose_the_server_again()
+            for _ in range(2):
+                self.store._from_monitor(True, "heartbeat succeeded")
+        self.assertEqual([(record.levelname, record.getMessage().split(":")[0])
+                          for record in logged.records],
+                         [("WARNING", "MongoDB cannot be reached (heartbeat failed)"),
+                          ("INFO", "MongoDB answers again (heartbeat succeeded)")])
+        self.assertEqual(self.events, ["disconnect", "connect"])
+
+    async def lose_the_server_again(self) -> None:
+        """A call failing while the monitor already reported the loss: nothing more to say."""
+        failing = asyncio.ensure_future(self.store.get("k2"))
+        await asyncio.sleep(0)
+        self.collection.pending[-1].set_exception(AutoReconnect("connection closed"))
+        with self.assertRaises(StoreUnavailableError):
+            await failing

@@ -37,7 +37,7 @@ class WireCase(MockMongoCase, AsyncTestCase):
 class TestWireCommands(WireCase):
     @gen_test
     async def test_ttl_index_is_created_once_before_the_first_operations(self) -> None:
-        await asyncio.gather(*(self.store.get(f"k{i}", 60) for i in range(5)))
+        await asyncio.gather(*(self.store.get(f"k{i}") for i in range(5)))
         self.assertEqual(self.mock.names(), ["createIndexes"] + ["find"] * 5)
         (command,) = self.mock.of("createIndexes")
         self.assertEqual(command["createIndexes"], "sessions")
@@ -49,15 +49,15 @@ class TestWireCommands(WireCase):
     @gen_test
     async def test_explicit_setup_is_not_repeated_on_first_use(self) -> None:
         await self.store.setup()
-        await self.store.get("k", 60)
+        await self.store.get("k")
         self.assertEqual(self.mock.names(), ["createIndexes", "find"])
 
     @gen_test
     async def test_read_filters_on_expires_after_now(self) -> None:
         await self.store.setup()
-        await self.store.get("k1", 60)
+        await self.store.get("k1")
         self.clock.advance(100)
-        await self.store.get("k1", 60)
+        await self.store.get("k1")
         first, second = self.mock.of("find")
         self.assertEqual(first["filter"], {"_id": "k1", "expires": {"$gt": bson_datetime(NOW)}})
         self.assertEqual(second["filter"]["expires"], {"$gt": bson_datetime(NOW + 100)})
@@ -104,10 +104,10 @@ class TestWireCommands(WireCase):
         self.assertNotIn("gone", self.mock.documents)
 
     @gen_test
-    async def test_unchanged_rolling_write_and_touch_set_only_the_expiry(self) -> None:
+    async def test_update_with_nothing_changed_and_touch_set_only_the_expiry(self) -> None:
         await self.store.setup()
         self.mock.documents["k1"] = {"_id": "k1", "data": {"n": 1}}
-        await self.store.set("k1", {"n": 1}, 60, changed=False, previous={"n": 1})
+        await self.store.set("k1", {"n": 1}, 60, previous={"n": 1})
         self.clock.advance(5)
         self.assertTrue(await self.store.touch("k1", 90))
         first, second = (command["updates"][0] for command in self.mock.of("update"))
@@ -141,7 +141,7 @@ class TestWireErrors(WireCase):
         self.store.on("connect", lambda payload: events.append("connect"))
         self.mock.fail.add("find")
         with self.assertRaises(StoreUnavailableError):
-            await self.store.get("k1", 60)
+            await self.store.get("k1")
         self.assertEqual(events, ["disconnect"])
         self.assertFalse(self.store.connected)
         self.assertTrue(await self.store.wait_connected(5))
@@ -152,7 +152,7 @@ class TestWireErrors(WireCase):
         await self.store.setup()
         self.mock.refuse["find"] = 2  # BadValue
         with self.assertRaises(SessionError) as caught:
-            await self.store.get("k1", 60)
+            await self.store.get("k1")
         self.assertNotIsInstance(caught.exception, StoreUnavailableError)
         self.assertIn("refused by the test", str(caught.exception))
         self.assertTrue(self.store.connected)
@@ -169,7 +169,7 @@ class TestWireErrors(WireCase):
     async def test_create_ttl_index_false_sends_no_create_indexes(self) -> None:
         store = MongoStore.from_uri(self.mock.uri, create_ttl_index=False, clock=self.clock)
         try:
-            await store.get("k1", 60)
+            await store.get("k1")
         finally:
             await store.close()
         self.assertEqual(self.mock.names(), ["find"])

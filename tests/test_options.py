@@ -9,7 +9,7 @@ import tornado.web
 from tornado.testing import ExpectLog
 
 from tests.base import COOKIE_SECRET, CounterHandler, SessionTestCase
-from tornado_session import SessionError, SessionMixin, SessionOptions
+from tornado_session import Session, SessionError, SessionMixin, SessionOptions
 from tornado_session.errors import SessionOptionError
 from tornado_session.stores import MemoryStore
 
@@ -164,6 +164,40 @@ class TestApplicationStartUp(unittest.TestCase):
         options = SessionMixin.configure_application(self.app(cookie_secret=COOKIE_SECRET))
         self.assertIsNone(options.store)
         self.assertTrue(options.signed)
+
+
+class TestSecondsSettings(unittest.TestCase):
+    """Every setting in seconds is checked by one rule, and says so the same way."""
+
+    def test_every_setting_in_seconds_refuses_the_same_values_with_the_same_message(self) -> None:
+        def session_max_age(value: Any) -> None:
+            Session().max_age = value
+
+        settings: dict[str, tuple[Any, str]] = {
+            "session option max_age": (lambda v: SessionOptions(max_age=v), "> 0 or None"),
+            "session option reconnect_timeout": (
+                lambda v: SessionOptions(reconnect_timeout=v), ">= 0"
+            ),
+            "session.max_age": (session_max_age, "> 0 or None"),
+            "MemoryStore option sweep_interval": (lambda v: MemoryStore(sweep_interval=v), "> 0"),
+        }
+        for name, (build, accepted) in settings.items():
+            for bad in (-1, True, "1", float("inf"), float("nan"), [5]):
+                with self.subTest(setting=name, value=bad), \
+                        self.assertRaises(SessionOptionError) as caught:
+                    build(bad)
+                self.assertEqual(
+                    str(caught.exception),
+                    f"{name}={bad!r} is invalid; expected a number of seconds {accepted}",
+                )
+
+    def test_a_number_of_seconds_is_accepted_as_given(self) -> None:
+        self.assertEqual(SessionOptions(max_age=0.5).max_age, 0.5)
+        self.assertEqual(SessionOptions(reconnect_timeout=0).reconnect_timeout, 0)
+        self.assertEqual(MemoryStore(sweep_interval=2).sweep_interval, 2.0)
+        session = Session()
+        session.max_age = 30
+        self.assertEqual(session.max_age, 30)
 
 
 class TestMisconfiguredAppAtRequestTime(SessionTestCase):

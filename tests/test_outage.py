@@ -189,6 +189,27 @@ class TestProbe(AsyncTestCase):
             assert store._probe_task is not None
             await store._probe_task
         self.assertEqual([record.getMessage() for record in logged.records],
-                         ["the test server answers again"])
+                         ["the test server answers again (probe)"])
         self.assertEqual([event["reason"] for event in connects], ["probe"])
+        await store.close()
+
+    @gen_test
+    async def test_a_probe_answered_after_the_store_came_back_and_went_again_stays_quiet(
+        self,
+    ) -> None:
+        store = PingedStore()
+        connects: list[dict[str, Any]] = []
+        store.on("connect", connects.append)
+        with self.assertLogs(__name__, "WARNING"):
+            store._connection_lost(OSError("connection refused"))
+        await store.pinging.wait()  # the ping is sent ...
+        with self.assertLogs(__name__, "INFO"):
+            store._mark_connected(reason="heartbeat")  # ... the store comes back ...
+            store._connection_lost(OSError("connection reset"))  # ... and goes again
+        store.pinging.clear()
+        store.answer.set()  # the ping sent before that last loss is answered now,
+        store.answer.clear()  # (and the next one waits)
+        await store.pinging.wait()  # and the probe pings again instead of reporting it
+        self.assertFalse(store.connected)
+        self.assertEqual([event["reason"] for event in connects], ["heartbeat"])
         await store.close()

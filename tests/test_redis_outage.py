@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import time
 from typing import Any
 
 import tornado.web
+from redis.exceptions import ConnectionError as RedisConnectionError
 from tornado.testing import AsyncTestCase, ExpectLog, gen_test
 
 from tests.base import COOKIE, SessionTestCase
-from tests.redis_server import RedisServerCase
+from tests.redis_server import RedisServerCase, free_port
 from tornado_session import SessionMixin
 from tornado_session.errors import StoreUnavailableError
 from tornado_session.stores import RedisStore
@@ -71,7 +73,7 @@ class TestConnectionEvents(RedisStoreOutageCase):
         self.assertEqual(self.probes(), [])  # no task while connected
         await self.stop_server()
         with ExpectLog("tornado_session.stores.redis", "Redis cannot be reached"):
-            for call in (self.store.get("k", 60), self.store.set("k", {"n": 2}, 60),
+            for call in (self.store.get("k"), self.store.set("k", {"n": 2}, 60),
                          self.store.destroy("k"), self.store.count()):
                 with self.assertRaises(StoreUnavailableError):
                     await call
@@ -88,7 +90,7 @@ class TestConnectionEvents(RedisStoreOutageCase):
         await self.stop_server()
         with ExpectLog("tornado_session.stores.redis", "Redis cannot be reached"), \
                 self.assertRaises(StoreUnavailableError):
-            await self.store.get("k", 60)
+            await self.store.get("k")
         await asyncio.sleep(0.5)  # a few failed probes
         self.assertEqual(self.recorder.names(), ["disconnect"])
         await self.start_server()
@@ -105,9 +107,9 @@ class TestConnectionEvents(RedisStoreOutageCase):
         await self.stop_server()
         with ExpectLog("tornado_session.stores.redis", "Redis cannot be reached"), \
                 self.assertRaises(StoreUnavailableError):
-            await self.store.get("k", 60)
+            await self.store.get("k")
         await self.start_server()
-        self.assertIsNone(await self.store.get("k", 60))  # persistence is off
+        self.assertIsNone(await self.store.get("k"))  # persistence is off
         await self.store.set("k", {"n": 2}, 60)
         await asyncio.sleep(0.5)
         self.assertEqual(self.recorder.names(), ["disconnect", "connect"])
@@ -127,14 +129,14 @@ class TestConnectionEvents(RedisStoreOutageCase):
                 with ExpectLog(
                     "tornado_session.stores.redis", "Redis cannot be reached.*Timeout"
                 ), self.assertRaisesRegex(StoreUnavailableError, "(?i)timeout"):
-                    await store.get("k", 60)
+                    await store.get("k")
                 self.assertLess(time.monotonic() - started, 2.0)
                 self.assertEqual(recorder.names(), ["disconnect"])
                 self.assertEqual(recorder.events[0][1]["reason"], "TimeoutError")
             finally:
                 os.kill(process.pid, signal.SIGCONT)
             await recorder.wait_for("connect", timeout=3)
-            self.assertEqual(await store.get("k", 60), {"n": 1})
+            self.assertEqual(await store.get("k"), {"n": 1})
             await store.close()
 
     @gen_test(timeout=20)
@@ -142,7 +144,7 @@ class TestConnectionEvents(RedisStoreOutageCase):
         await self.stop_server()
         with ExpectLog("tornado_session.stores.redis", "Redis cannot be reached"), \
                 self.assertRaises(StoreUnavailableError):
-            await self.store.get("k", 60)
+            await self.store.get("k")
         (probe,) = self.probes()
         probe.cancel()
         await asyncio.wait([probe])
@@ -156,7 +158,7 @@ class TestConnectionEvents(RedisStoreOutageCase):
         await self.stop_server()
         with ExpectLog("tornado_session.stores.redis", "Redis cannot be reached"), \
                 self.assertRaises(StoreUnavailableError):
-            await self.store.get("k", 60)
+            await self.store.get("k")
         real_ping = self.store.client.ping
         calls = []
 
@@ -177,7 +179,7 @@ class TestConnectionEvents(RedisStoreOutageCase):
         await self.stop_server()
         with ExpectLog("tornado_session.stores.redis", "Redis cannot be reached"), \
                 self.assertRaises(StoreUnavailableError):
-            await self.store.get("k", 60)
+            await self.store.get("k")
         (probe,) = self.probes()
         await self.store.close()
         self.assertTrue(probe.cancelled())
@@ -185,6 +187,71 @@ class TestConnectionEvents(RedisStoreOutageCase):
         await self.start_server()
         await asyncio.sleep(0.3)
         self.assertEqual(self.recorder.names(), ["disconnect"])
+
+
+class TestAnswerFromBeforeTheLoss(AsyncTestCase):
+    """One command saw Redis go; another's answer, read before that, is handled after.
+
+    Real sockets cannot order two replies deterministically, so the client's
+    ``HGETALL`` is replaced: each call waits until the test answers it, in the
+    test's order.  ``PING`` fails, as against a server that is gone.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}", probe_interval=0.05)
+        self.pending: list[asyncio.Future[Any]] = []
+        self.store.client.hgetall = self.hgetall  # type: ignore[method-assign,assignment]
+        self.store.client.ping = self.ping  # type: ignore[method-assign]
+        self.recorder = Recorder(self.store)
+
+    def tearDown(self) -> None:
+        self.io_loop.run_sync(self.store.close)
+        super().tearDown()
+
+    async def hgetall(self, name: str) -> Any:
+        self.pending.append(asyncio.get_running_loop().create_future())
+        return await self.pending[-1]
+
+    async def ping(self) -> bool:
+        raise RedisConnectionError("Error 111 connecting to 127.0.0.1. Connection refused.")
+
+    async def lose_the_server(self) -> None:
+        """A ``get`` fails with a connection error: the store is disconnected."""
+        failing = asyncio.ensure_future(self.store.get("k2"))
+        await asyncio.sleep(0)
+        with ExpectLog("tornado_session.stores.redis", "Redis cannot be reached"):
+            self.pending[-1].set_exception(RedisConnectionError("Connection closed by server."))
+            with self.assertRaises(StoreUnavailableError):
+                await failing
+        self.assertFalse(self.store.connected)
+
+    @gen_test
+    async def test_an_answer_to_a_command_sent_before_the_loss_does_not_report_redis_back(
+        self,
+    ) -> None:
+        early = asyncio.ensure_future(self.store.get("k1"))
+        await asyncio.sleep(0)  # sent, its answer on the way
+        await self.lose_the_server()
+        self.pending[0].set_result({})  # the earlier command's answer, handled now
+        self.assertIsNone(await early)
+        self.assertFalse(self.store.connected)
+        self.assertEqual(self.recorder.names(), ["disconnect"])
+
+    @gen_test
+    async def test_an_answer_to_a_command_sent_during_the_outage_reports_redis_back(
+        self,
+    ) -> None:
+        await self.lose_the_server()
+        late = asyncio.ensure_future(self.store.get("k1"))
+        await asyncio.sleep(0)
+        with ExpectLog("tornado_session.stores.redis", r"Redis answers again \(operation",
+                       level=logging.INFO):
+            self.pending[-1].set_result({})
+            self.assertIsNone(await late)
+        self.assertTrue(self.store.connected)
+        self.assertEqual(self.recorder.names(), ["disconnect", "connect"])
+        self.assertEqual(self.recorder.events[-1][1]["reason"], "operation succeeded")
 
 
 class Counter(SessionMixin, tornado.web.RequestHandler):

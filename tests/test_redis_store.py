@@ -136,7 +136,7 @@ class TestCommandsSent(RedisCase):
     async def test_each_operation_is_one_command(self) -> None:
         await self.store.set("warm", {}, 60)  # loads the script once
         with self.monitor() as monitor:
-            await self.store.get("k", 60)
+            await self.store.get("k")
         self.assertEqual(monitor.sent(), [f"HGETALL {NS}k"])
 
         with self.monitor() as monitor:
@@ -150,7 +150,7 @@ class TestCommandsSent(RedisCase):
 
         with self.monitor() as monitor:
             await self.store.touch("k", 120)
-            await self.store.set("k", {"a": 1}, 90, changed=False, previous={"a": 1})
+            await self.store.set("k", {"a": 1}, 90, previous={"a": 1})
             await self.store.destroy("k")
         self.assertEqual(
             monitor.sent(), [f"PEXPIRE {NS}k 120000", f"PEXPIRE {NS}k 90000", f"DEL {NS}k"]
@@ -201,7 +201,7 @@ class TestCommandsSent(RedisCase):
             [command.split(" ")[0] for command in monitor.sent()],
             ["EVALSHA", "SCRIPT", "EVALSHA"],
         )
-        self.assertEqual(await self.store.get("k", 60), {"n": 2})
+        self.assertEqual(await self.store.get("k"), {"n": 2})
 
     @gen_test
     async def test_a_new_store_sends_the_script_only_if_the_server_lacks_it(self) -> None:
@@ -249,11 +249,11 @@ class TestExpiryByServerTtl(RedisCase):
         self.assertTrue(299_000 < self.pttl("k") <= 300_000)
 
     @gen_test
-    async def test_touch_and_unchanged_write_reset_the_ttl(self) -> None:
+    async def test_touch_and_update_with_nothing_changed_reset_the_ttl(self) -> None:
         await self.store.set("k", {"n": 1}, 10)
         self.assertTrue(await self.store.touch("k", 600))
         self.assertTrue(599_000 < self.pttl("k") <= 600_000)
-        await self.store.set("k", {"n": 1}, 20, changed=False, previous={"n": 1})
+        await self.store.set("k", {"n": 1}, 20, previous={"n": 1})
         self.assertTrue(19_000 < self.pttl("k") <= 20_000)
 
     @gen_test
@@ -265,7 +265,7 @@ class TestExpiryByServerTtl(RedisCase):
         self.assertIn(f"PEXPIRE {NS}k 1", monitor.sent())
         await self.store.set("tiny", {"n": 1}, 0.0000001)
         await asyncio.sleep(0.01)
-        self.assertIsNone(await self.store.get("tiny", 60))
+        self.assertIsNone(await self.store.get("tiny"))
 
     @gen_test(timeout=10)
     async def test_the_server_expires_the_key_without_any_read(self) -> None:
@@ -291,7 +291,7 @@ class TestNamespace(RedisCase):
             self.assertEqual(await self.store.destroy_all(user_id=1), 1)
             await self.store.set("mine", {"user_id": 1}, 60)
             await self.store.clear()
-            self.assertEqual(await other.get("theirs", 60), {"user_id": 1})
+            self.assertEqual(await other.get("theirs"), {"user_id": 1})
             with self.redis_server.admin() as admin:
                 self.assertEqual(
                     sorted(admin.scan_iter()),
@@ -321,11 +321,11 @@ class TestNamespace(RedisCase):
             admin.hset(NS + "good", mapping={b"\xff": b"1", "é".encode(): b'{"a":[1]}'})
             admin.hset(NS + "bad", mapping={b"\xff": b"1", b"n": b"not json"})
             admin.hset(NS + "bad-name", mapping={b"\xfe": b"1"})
-        self.assertEqual(await self.store.get("good", 60), {"é": {"a": [1]}})  # the layout
+        self.assertEqual(await self.store.get("good"), {"é": {"a": [1]}})  # the layout
         with ExpectLog("tornado_session.stores.redis", ".*does not decode"):
-            self.assertIsNone(await self.store.get("bad", 60))
+            self.assertIsNone(await self.store.get("bad"))
         with ExpectLog("tornado_session.stores.redis", ".*does not decode"):
-            self.assertIsNone(await self.store.get("bad-name", 60))
+            self.assertIsNone(await self.store.get("bad-name"))
 
     @gen_test
     async def test_value_that_is_not_json_replacing_a_stored_one_names_its_key(self) -> None:
@@ -333,14 +333,14 @@ class TestNamespace(RedisCase):
         with self.assertRaises(SessionSerializationError) as caught:
             await self.store.set("k", {"a": object(), "b": 3}, 60, previous={"a": 1, "b": 2})
         self.assertEqual(caught.exception.key, "a")
-        self.assertEqual(await self.store.get("k", 60), {"a": 1, "b": 2})
+        self.assertEqual(await self.store.get("k"), {"a": 1, "b": 2})
 
     @gen_test
     async def test_a_key_of_another_type_raises_our_error(self) -> None:
         with self.redis_server.admin() as admin:
             admin.set(NS + "str", "x")
         with self.assertRaisesRegex(SessionError, "WRONGTYPE") as caught:
-            await self.store.get("str", 60)
+            await self.store.get("str")
         self.assertNotIsInstance(caught.exception, redis.RedisError)
 
 
@@ -441,7 +441,7 @@ class TestClose(RedisCase):
             await asyncio.sleep(0.02)
         self.assertEqual(self.clients(), 0)
         with self.assertRaisesRegex(StoreUnavailableError, "closed"):
-            await self.store.get("k", 60)
+            await self.store.get("k")
         await self.store.close()  # a second close is harmless
 
     @gen_test

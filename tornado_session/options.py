@@ -9,13 +9,13 @@ them.
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from ._checks import check_seconds
 from .errors import SessionOptionError
 from .events import EventEmitter
 
@@ -87,7 +87,7 @@ class SessionOptions:
         self._check_store()
         if not isinstance(self.key, str) or not _COOKIE_NAME.match(self.key):
             _fail("key", self.key, "a non-empty cookie name (letters, digits and !#$%&'*+-.^_`|~)")
-        _check_seconds("max_age", self.max_age, allow_none=True)
+        check_seconds("session option max_age", self.max_age, allow_none=True)
         for name in ("auto_commit", "rolling", "renew", "lazy", "save_uninitialized", "signed",
                      "httponly"):
             if not isinstance(getattr(self, name), bool):
@@ -111,7 +111,7 @@ class SessionOptions:
         if (self.encode is None) != (self.decode is None):
             given = "encode" if self.encode is not None else "decode"
             _fail(given, getattr(self, given), "encode and decode given together")
-        _check_seconds("reconnect_timeout", self.reconnect_timeout, allow_zero=True)
+        check_seconds("session option reconnect_timeout", self.reconnect_timeout, allow_zero=True)
         self._check_touch_after()
         if not isinstance(self.events, EventEmitter):
             _fail("events", self.events, "a tornado_session.events.EventEmitter")
@@ -178,7 +178,7 @@ class SessionOptions:
         touch_after = self.touch_after
         if touch_after is None:
             return
-        _check_seconds("touch_after", touch_after, allow_zero=True)
+        check_seconds("session option touch_after", touch_after, allow_zero=True)
         if not self.rolling:
             _fail("touch_after", touch_after, "None unless rolling=True (it limits rolling writes)")
         if self.max_age is not None and touch_after >= self.max_age:
@@ -187,19 +187,3 @@ class SessionOptions:
 
 def _fail(name: str, value: Any, accepted: str) -> None:
     raise SessionOptionError(f"session option {name}={value!r} is invalid; expected {accepted}")
-
-
-def _check_seconds(
-    name: str, value: Any, *, allow_none: bool = False, allow_zero: bool = False
-) -> None:
-    if value is None and allow_none:
-        return
-    ok = (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and (value >= 0 if allow_zero else value > 0)
-    )
-    if not ok:
-        what = "a number of seconds " + (">= 0" if allow_zero else "> 0")
-        _fail(name, value, what + (" or None" if allow_none else ""))

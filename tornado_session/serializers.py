@@ -9,7 +9,7 @@ the stores compare.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -130,72 +130,3 @@ def _name_the_bad_key(data: Mapping[str, Any], exc: TypeError) -> SessionSeriali
                 key=key,
             )
     return SessionSerializationError(f"session data cannot be serialised to JSON: {exc}")
-
-
-# -- field names for document stores ------------------------------------------
-#
-# A document database (MongoDB) cannot take every JSON key as a field name: a
-# ``.`` means a path, a leading ``$`` an operator, NUL ends a BSON name, and an
-# empty name cannot appear in an update path.  Such keys are percent-escaped
-# (``%`` itself always is), and the empty key becomes a lone ``%``, which no
-# other key escapes to: the mapping is lossless and no plain key can collide
-# with an escaped one.
-
-_FIELD_ESCAPES = {"%": "%25", ".": "%2E", "\0": "%00"}
-
-
-def escape_field_name(name: str) -> str:
-    """A session key as a document field name (see `unescape_field_name`).
-
-    ``"a.b"`` becomes ``"a%2Eb"``, ``"$x"`` ``"%24x"``, ``"50%"`` ``"50%25"``,
-    ``""`` ``"%"``; a key with none of ``.``, ``%``, NUL or a leading ``$``
-    (nearly every key) is returned as it is.
-    """
-    if not name:
-        return "%"
-    if "%" in name or "." in name or "\0" in name:
-        name = "".join(_FIELD_ESCAPES.get(char, char) for char in name)
-    if name[0] == "$":
-        name = "%24" + name[1:]
-    return name
-
-
-def unescape_field_name(name: str) -> str:
-    """The session key that `escape_field_name` turned into ``name``."""
-    if "%" not in name:
-        return name
-    if name == "%":
-        return ""
-    parts = name.split("%")
-    return parts[0] + "".join(chr(int(part[:2], 16)) + part[2:] for part in parts[1:])
-
-
-def escape_field_names(value: Any) -> Any:
-    """``value`` with `escape_field_name` applied to every dict key, at any depth."""
-    if isinstance(value, dict):
-        return {_escape_key(key): escape_field_names(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [escape_field_names(item) for item in value]
-    return value
-
-
-def _escape_key(key: Any) -> str:
-    if not isinstance(key, str):
-        raise TypeError(f"key {key!r} is not a string")
-    return escape_field_name(key)
-
-
-def unescape_field_names(value: Any, leaf: Callable[[Any], Any] | None = None) -> Any:
-    """Undo `escape_field_names`; ``leaf`` (if given) converts every other value.
-
-    A store passes ``leaf`` to turn a driver's types back into JSON's (BSON's
-    ``Int64`` into ``int``) in the same walk.
-    """
-    if isinstance(value, dict):
-        return {
-            unescape_field_name(key): unescape_field_names(item, leaf)
-            for key, item in value.items()
-        }
-    if isinstance(value, list):
-        return [unescape_field_names(item, leaf) for item in value]
-    return value if leaf is None else leaf(value)

@@ -7,12 +7,11 @@ mutation is the common case and must not be lost.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
 from . import serializers
-from .errors import SessionOptionError
+from ._checks import check_seconds
 
 _EMPTY = b"{}"
 
@@ -111,15 +110,7 @@ class Session(MutableMapping[str, Any]):
 
     @max_age.setter
     def max_age(self, value: float | None) -> None:
-        if value is not None and (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-            or value <= 0
-        ):
-            raise SessionOptionError(
-                f"session.max_age={value!r} is invalid; expected a number of seconds > 0 or None"
-            )
+        check_seconds("session.max_age", value, allow_none=True)
         if value != self._max_age:
             self._max_age = value
             self._force = True

@@ -1,9 +1,10 @@
 """The store protocol, and what every store shares.
 
 A store keeps session data under a key (the ``prefix`` plus a hash of the
-session id, computed by the lifecycle: stores never see a live id).  All calls
-are coroutines; a store raises `StoreUnavailableError` when its backend cannot
-be reached, and reports its connection state with ``connect`` / ``disconnect``
+session id, computed by the lifecycle: stores never see a live id).  Every
+call returns an awaitable: a coroutine, or a `Ready` when the answer is at hand
+without I/O.  A store raises `StoreUnavailableError` when its backend cannot be
+reached, and reports its connection state with ``connect`` / ``disconnect``
 events, which the lifecycle uses to hold requests while a server restarts.
 """
 
@@ -12,12 +13,12 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import Any, TypeVar
 
-from ..errors import SessionOptionError, StoreUnavailableError
+from .._checks import check_seconds
+from ..errors import SessionError, StoreUnavailableError
 from ..events import EventEmitter, Listener
 
 _T = TypeVar("_T")
@@ -56,36 +57,51 @@ class Store(abc.ABC):
     """Base class of the session stores.
 
     Subclasses implement `get`, `set` and `destroy` (and, where the backend
-    makes it cheap, `touch`); they call `_mark_connected` / `_mark_disconnected`
-    when the backend comes and goes.  The store contract suite,
+    makes it cheap, `touch`).  The store contract suite,
     `tornado_session.testing.StoreContract`, says in tests what each call must
     do; subclass it to test your own store.
 
-    A store whose server can come back on its own implements `ping` and calls
-    `_connection_lost` when a call fails for want of the server: the store
-    then pings (after 0.05 s, backing off to every ``probe_interval`` seconds)
-    until the server answers, and emits ``connect``, so requests held during
-    an outage are released even when none of them reaches the server.
+    The connection state lives here, once for every store.  A store that talks
+    to a server sends each request through `_call`, which bounds it by
+    ``timeout``, turns the driver's errors into ours (`_driver_error`, the one
+    hook a subclass overrides to name its driver's exceptions) and keeps the
+    state: a call that finds the server gone marks the store disconnected, and
+    the first answer after that marks it connected again, unless the call was
+    sent before the loss (its answer says nothing about the server now).  Each
+    change is logged once (a warning on loss, an info line on return) and
+    emitted as ``disconnect`` / ``connect``, wherever the news comes from:
+    `_mark_connected` and `_mark_disconnected` are its only two doors.
+
+    A store whose server can come back on its own also implements `ping`:
+    while disconnected, the store pings (after 0.05 s, backing off to every
+    ``probe_interval`` seconds) until the server answers, so requests held
+    during an outage are released even when none of them reaches the server.
     """
 
-    #: The name of the backend in log lines ("Redis", "MongoDB").
+    #: The name of the backend in log lines and errors ("Redis", "MongoDB").
     backend = "the store's backend"
 
-    def __init__(self, *, clock: Clock = time.time, probe_interval: float = 1.0) -> None:
-        if isinstance(probe_interval, bool) or not isinstance(probe_interval, (int, float)) or (
-            not 0 < probe_interval < math.inf
-        ):
-            raise SessionOptionError(
-                f"{type(self).__name__}(probe_interval={probe_interval!r}): "
-                "expected a positive number of seconds"
-            )
+    def __init__(
+        self,
+        *,
+        clock: Clock = time.time,
+        probe_interval: float = 1.0,
+        timeout: float | None = None,
+    ) -> None:
+        name = type(self).__name__
         #: The store's events: ``connect`` and ``disconnect``.
         self.events = EventEmitter()
         self.clock = clock
         #: The longest pause, in seconds, between two pings of a server that went away.
-        self.probe_interval = float(probe_interval)
+        self.probe_interval = check_seconds(f"{name} option probe_interval", probe_interval)
+        #: Seconds a call through `_call` may take before it counts as an outage
+        #: (``None``: only the driver's own time-outs apply).
+        self.timeout = check_seconds(f"{name} option timeout", timeout, allow_none=True)
         self._connected = True
         self._closed = False
+        #: How many times the backend was lost: a call remembers it when sent,
+        #: so an answer read before a later loss does not report the backend back.
+        self._outages = 0
         self._waiters: list[asyncio.Future[None]] = []
         self._probe_task: asyncio.Task[None] | None = None
         #: The module's logger: a store's lines are under its own module's name.
@@ -107,13 +123,15 @@ class Store(abc.ABC):
         return self._connected
 
     def _mark_connected(self, **detail: Any) -> None:
-        """Record that the backend answers again; emits ``connect`` on a change.
+        """Record that the backend answers again: on a change, log, emit ``connect``.
 
-        Requests waiting in `wait_connected` are released at once.
+        Requests waiting in `wait_connected` are released at once.  ``detail``
+        goes into the event (``reason``: what said so).
         """
         if self._connected:
             return
         self._connected = True
+        self._log.info("%s answers again (%s)", self.backend, detail.get("reason", "reported"))
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -121,10 +139,22 @@ class Store(abc.ABC):
         self.events.emit("connect", {"key": type(self).__name__, "store": self, **detail})
 
     def _mark_disconnected(self, **detail: Any) -> None:
-        """Record that the backend is gone; emits ``disconnect`` on a change."""
+        """Record that the backend is gone: on a change, log, emit ``disconnect``.
+
+        ``detail`` goes into the event (``reason``, and ``error`` for a failed call).
+        """
         if not self._connected:
             return
         self._connected = False
+        self._outages += 1
+        reason = detail.get("reason", "reported")
+        if detail.get("error"):
+            reason = f"{reason}: {detail['error']}"
+        self._log.warning(
+            "%s cannot be reached (%s): requests that need a session wait up to "
+            "reconnect_timeout for it, then get 503%s",
+            self.backend, reason, "" if self._cannot_ping() else "; probing until it answers",
+        )
         self.events.emit("disconnect", {"key": type(self).__name__, "store": self, **detail})
 
     async def wait_connected(self, timeout: float) -> bool:
@@ -152,27 +182,96 @@ class Store(abc.ABC):
     async def ping(self) -> None:
         """Ask the backend whether it answers; raise `StoreUnavailableError` if not.
 
-        Stores whose server can come back on its own override it; the probe
-        that runs while the store is disconnected calls it.  The default has no
-        server to ask: such a store comes back only by `_mark_connected` (as
-        `MemoryStore.open` does).
+        Stores whose server can come back on its own override it (with
+        `_translated`); the probe that runs while the store is disconnected
+        calls it.  The default has no server to ask: such a store comes back
+        only by `_mark_connected` (as `MemoryStore.open` does).
         """
         raise NotImplementedError
 
+    # -- backend calls ----------------------------------------------------
+
+    async def _call(self, command: Callable[..., Awaitable[_T]], *args: Any, **kwargs: Any) -> _T:
+        """Run ``command(*args, **kwargs)`` against the backend, and keep the state.
+
+        Bounded by ``timeout``.  An error the backend raises comes out as ours
+        (see `_driver_error`); one meaning it cannot be reached also marks the
+        store disconnected (`_connection_lost`).  An answer marks a
+        disconnected store connected again, unless the backend was lost after
+        the call was sent: that answer was read before the loss (another call
+        saw the server go first) and says nothing about the server now.
+        """
+        if self._closed:
+            raise StoreUnavailableError(f"{type(self).__name__} is closed")
+        outages = self._outages
+        try:
+            if self.timeout is None:
+                result = await command(*args, **kwargs)
+            else:
+                async with asyncio.timeout(self.timeout):
+                    result = await command(*args, **kwargs)
+        except SessionError:
+            raise
+        except Exception as exc:
+            error = self._driver_error(exc)
+            if error is None:
+                raise
+            if isinstance(error, StoreUnavailableError):
+                self._connection_lost(exc)
+            raise error from exc
+        if not self._connected and self._outages == outages:
+            self._mark_connected(reason="operation succeeded")
+        return result
+
+    async def _translated(
+        self, command: Callable[..., Awaitable[_T]], *args: Any, **kwargs: Any
+    ) -> _T:
+        """Run ``command`` with the driver's errors turned into ours; the state is left alone.
+
+        For `ping`: the probe that calls it reports what the answer means.
+        """
+        try:
+            return await command(*args, **kwargs)
+        except SessionError:
+            raise
+        except Exception as exc:
+            error = self._driver_error(exc)
+            if error is None:
+                raise
+            raise error from exc
+
+    def _driver_error(self, exc: Exception) -> SessionError | None:
+        """Our error for ``exc``, raised by a backend call; subclasses add their driver's.
+
+        Return a `StoreUnavailableError` when ``exc`` means the backend cannot
+        be reached (`_call` then reports the outage), another `SessionError`
+        for a call the backend refused, or ``None`` to let ``exc`` through
+        unchanged (a bug is not the backend's answer).  The base knows one
+        case, for every store: an `OSError` (a refused connection, a socket
+        error, a time-out, the store's own ``timeout`` included) means the
+        backend cannot be reached.  An override handles its driver's
+        exceptions and ends with ``return super()._driver_error(exc)``.
+        """
+        if isinstance(exc, TimeoutError):
+            within = f" within {self.timeout} s" if self.timeout is not None else ""
+            return StoreUnavailableError(f"{self.backend} did not answer{within} (timeout)")
+        if isinstance(exc, OSError):
+            return StoreUnavailableError(f"{self.backend} cannot be reached: {exc}")
+        return None
+
     def _connection_lost(self, exc: BaseException) -> None:
-        """A call failed for want of the backend: disconnected until a ping is answered."""
-        if self._connected:
-            self._log.warning(
-                "%s cannot be reached (%s: %s): requests that need a session wait up to "
-                "reconnect_timeout for it, then get 503; probing until it answers",
-                self.backend, type(exc).__name__, exc,
-            )
+        """A call failed for want of the backend: disconnected until it answers again."""
         self._mark_disconnected(reason=type(exc).__name__, error=str(exc))
         self._start_probe()
 
+    # -- the probe --------------------------------------------------------
+
+    def _cannot_ping(self) -> bool:
+        return type(self).ping is Store.ping
+
     def _start_probe(self) -> None:
         """Start pinging until the backend answers, unless a probe runs or cannot."""
-        if self._connected or self._closed or type(self).ping is Store.ping:
+        if self._connected or self._closed or self._cannot_ping():
             return
         if self._probe_task is None or self._probe_task.done():
             self._probe_task = asyncio.get_running_loop().create_task(self._probe_until_back())
@@ -184,15 +283,17 @@ class Store(abc.ABC):
             await asyncio.sleep(delay)
             if self._connected or self._closed:
                 return
+            outages = self._outages
             try:
                 await asyncio.wait_for(self.ping(), ping_timeout)
             except Exception as exc:  # anything but an answer: try again later
-                if not isinstance(exc, (StoreUnavailableError, TimeoutError, OSError)):
+                if not isinstance(exc, (SessionError, OSError)):  # ours: `_driver_error`'s
                     self._log.warning("the %s probe failed unexpectedly: %r", self.backend, exc)
                 delay = min(delay * 2, self.probe_interval)
                 continue
-            if not self._connected:  # (another signal, a heartbeat, may have said so already)
-                self._log.info("%s answers again", self.backend)
+            # Another signal (a heartbeat) may have said so already; and an
+            # answer from before a later loss is stale, like `_call`'s.
+            if not self._connected and self._outages == outages:
                 self._mark_connected(reason="probe")
 
     async def _stop_probe(self) -> None:
@@ -204,55 +305,67 @@ class Store(abc.ABC):
             await asyncio.gather(probe, return_exceptions=True)
 
     # -- the protocol -----------------------------------------------------
+    #
+    # ``get``, ``set``, ``touch`` and ``destroy`` are declared as plain methods
+    # returning an awaitable, so that both an ``async def`` and a method that
+    # returns a `Ready` implement them.
 
     @abc.abstractmethod
-    async def get(
-        self, key: str, max_age: float, *, rolling: bool = False
-    ) -> dict[str, Any] | None:
+    def get(self, key: str) -> Awaitable[dict[str, Any] | None]:
         """Return a copy of the data stored under ``key``, or ``None``.
 
         ``None`` when there is no record or when it has expired: an expired
         record must never read as live, even if the backend has not removed it
-        yet.  ``max_age`` and ``rolling`` are the session's settings (koa's
-        protocol passes them); expiry is extended by the commit, not by reads.
+        yet.  Reading never extends the expiry (`touch` does).  A store that
+        keeps the canonical JSON of the data may return a
+        `tornado_session.serializers.Loaded`, which carries those bytes.
         """
 
     @abc.abstractmethod
-    async def set(
+    def set(
         self,
         key: str,
         data: Mapping[str, Any],
         max_age: float,
         *,
-        rolling: bool = False,
-        changed: bool = True,
         previous: Mapping[str, Any] | None = None,
-    ) -> bool:
-        """Store ``data`` under ``key`` for ``max_age`` seconds.
+    ) -> Awaitable[bool]:
+        """Store ``data`` under ``key`` for ``max_age`` seconds; ``True`` when written.
 
-        ``changed=False`` means only the expiry needs writing (a rolling
-        session that was only read).  ``previous`` is the data as the request
-        loaded it; it is ``None`` for a new or regenerated session.  When it is
-        given the record must already exist: a session that a concurrent
-        request destroyed (a logout) is not brought back, and `set` returns
-        ``False``.  A store may use ``previous`` to write only the changed keys.
-        Returns ``True`` when the record was written.
+        ``previous=None``: a new or regenerated session; whatever is under
+        ``key`` is replaced.  Otherwise ``previous`` is the data as the request
+        loaded it (the lifecycle passes a `tornado_session.serializers.Loaded`,
+        a plain mapping must work too).  The record must then still exist and
+        be live: a session that a concurrent request destroyed (a logout) or
+        that expired is not brought back, nothing is written and `set` returns
+        ``False``.  Only the top-level keys whose values differ from
+        ``previous`` are applied (`tornado_session.serializers.changed_keys`),
+        so two requests of one session that change different keys both keep
+        their writes; when the record is still exactly ``previous``
+        (``serializers.raw_json(previous)`` equals the stored canonical JSON)
+        writing ``data`` whole gives the same result.  The expiry becomes
+        ``max_age`` from now either way.
         """
 
-    @abc.abstractmethod
-    async def destroy(self, key: str) -> None:
-        """Delete the record under ``key``; a missing record is not an error."""
-
-    async def touch(self, key: str, max_age: float) -> bool:
+    def touch(self, key: str, max_age: float) -> Awaitable[bool]:
         """Extend the record's expiry to ``max_age`` seconds from now.
 
-        Returns ``False`` when there is no live record.  The default rewrites
-        the record through `get` and `set`; stores override it with one call.
+        The one way to extend a session without changing it.  Returns
+        ``False`` when there is no live record (nothing is created).  The
+        default reads the record with `get` and writes it back with `set`;
+        stores override it with one call.
         """
-        data = await self.get(key, max_age)
+        return self._touch_by_rewrite(key, max_age)
+
+    async def _touch_by_rewrite(self, key: str, max_age: float) -> bool:
+        data = await self.get(key)
         if data is None:
             return False
-        return await self.set(key, data, max_age, changed=False, previous=data)
+        return await self.set(key, data, max_age, previous=data)
+
+    @abc.abstractmethod
+    def destroy(self, key: str) -> Awaitable[None]:
+        """Delete the record under ``key``; a missing record is not an error."""
 
     async def close(self) -> None:
         """Release the backend's resources (a client this store created)."""

@@ -2,7 +2,9 @@
 
 For development, tests and single-process deployments.  Data is held as
 canonical JSON bytes, so what goes in and what comes out are copies: a handler
-that mutates its dict after the commit does not change the store.
+that mutates its dict after the commit does not change the store.  Its calls do
+no I/O, so `get`, `set`, `touch` and `destroy` answer with a `Ready` (no
+coroutine, no task), and raise their errors from the call itself.
 """
 
 from __future__ import annotations
@@ -13,8 +15,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import serializers
+from .._checks import check_seconds
 from ..errors import SessionOptionError, StoreUnavailableError
 from .base import Clock, Ready, Store
+
+# The answers MemoryStore gives most, made once: awaiting a `Ready` does not change it.
+_NONE: Ready[Any] = Ready(None)
+_TRUE: Ready[Any] = Ready(True)
+_FALSE: Ready[Any] = Ready(False)
 
 
 class MemoryStore(Store):
@@ -30,6 +38,8 @@ class MemoryStore(Store):
     which is how tests rehearse an outage without a server.
     """
 
+    backend = "MemoryStore"
+
     def __init__(
         self,
         *,
@@ -43,27 +53,20 @@ class MemoryStore(Store):
             raise SessionOptionError(
                 f"MemoryStore(max_entries={max_entries!r}): expected a positive int or None"
             )
-        if isinstance(sweep_interval, bool) or not isinstance(sweep_interval, (int, float)) or (
-            sweep_interval <= 0
-        ):
-            raise SessionOptionError(
-                f"MemoryStore(sweep_interval={sweep_interval!r}): "
-                "expected a positive number of seconds"
-            )
         super().__init__(clock=clock)
         self.max_entries = max_entries
-        self.sweep_interval = float(sweep_interval)
+        self.sweep_interval = check_seconds("MemoryStore option sweep_interval", sweep_interval)
         self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._last_sweep = clock()
 
-    def get(self, key: str) -> Ready[dict[str, Any] | None]:  # type: ignore[override]
-        """Return a copy of the live data under ``key``, or ``None``."""
+    def get(self, key: str) -> Ready[dict[str, Any] | None]:
+        """Return a copy of the live data under ``key`` (a `serializers.Loaded`), or ``None``."""
         entry = self._live_entry(key)
         if entry is None:
-            return Ready(None)
+            return _NONE
         return Ready(serializers.Loaded.decode(entry[1]))
 
-    def set(  # type: ignore[override]
+    def set(
         self,
         key: str,
         data: Mapping[str, Any],
@@ -73,41 +76,41 @@ class MemoryStore(Store):
     ) -> Ready[bool]:
         """Store a copy of ``data``; see `Store.set`."""
         self._check_open()
+        raw = serializers.dumps(data)  # first: a value that is not JSON writes nothing
         if previous is not None:
             entry = self._live_entry(key)
             if entry is None:
-                return Ready(False)
+                return _FALSE
             if serializers.raw_json(previous) != entry[1]:
                 # A concurrent request of the same session wrote since this one
                 # loaded: apply only this request's changes, so its writes stay.
                 # (Unchanged since the load, the merge would give ``data`` itself.)
-                to_set, to_unset = serializers.changed_keys(previous or {}, data)
+                to_set, to_unset = serializers.changed_keys(previous, data)
                 merged: dict[str, Any] = serializers.loads(entry[1])
                 merged.update(to_set)
                 for name in to_unset:
                     merged.pop(name, None)
-                data = merged
+                raw = serializers.dumps(merged)
         # A copy of exactly its size: orjson's bytes keep the few KiB buffer they
         # were written in (measured: ~4 KiB a session instead of ~150 bytes).
-        raw = bytes(memoryview(serializers.raw_json(data)))
-        self._entries[key] = (self.expires_at(max_age), raw)
+        self._entries[key] = (self.expires_at(max_age), bytes(memoryview(raw)))
         self._entries.move_to_end(key)
         self._evict()
-        return Ready(True)
+        return _TRUE
 
-    def touch(self, key: str, max_age: float) -> Ready[bool]:  # type: ignore[override]
+    def touch(self, key: str, max_age: float) -> Ready[bool]:
         """Extend the expiry of a live record; ``False`` when there is none."""
         entry = self._live_entry(key)
         if entry is None:
-            return Ready(False)
+            return _FALSE
         self._entries[key] = (self.expires_at(max_age), entry[1])
-        return Ready(True)
+        return _TRUE
 
-    def destroy(self, key: str) -> Ready[None]:  # type: ignore[override]
+    def destroy(self, key: str) -> Ready[None]:
         """Delete the record under ``key``."""
         self._check_open()
         self._entries.pop(key, None)
-        return Ready(None)
+        return _NONE
 
     async def destroy_all(self, **match: Any) -> int:
         """Destroy every live session whose data has these top-level values."""
@@ -139,7 +142,7 @@ class MemoryStore(Store):
 
     async def open(self) -> None:
         """Bring a closed store back (data kept) and emit ``connect``."""
-        self._mark_connected()
+        self._mark_connected(reason="opened")
 
     # -- internals --------------------------------------------------------
 

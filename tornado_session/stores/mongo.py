@@ -11,7 +11,7 @@ id), ``data`` is a subdocument, so an operator can query sessions
 TTL monitor runs about once a minute, so every read also filters on
 ``expires > now``: an expired session never reads as live.  Session keys that
 cannot be field names (``a.b``, ``$x``, ``""``, a NUL) are escaped losslessly
-by `tornado_session.serializers.escape_field_name`, at every depth.
+by `escape_field_name`, at every depth.
 
 Every operation is one round trip:
 
@@ -23,8 +23,8 @@ Every operation is one round trip:
   changed (``data.<key>``) and the expiry: two requests of one user that change
   different keys both keep their writes, and a session that a concurrent
   request destroyed (a logout) is not brought back;
-* `MongoStore.touch` and an unchanged rolling write ``$set`` only ``expires``;
-  with ``touch_after`` the lifecycle sends that at most once per period.
+* `MongoStore.touch`, and an update that changes no key, ``$set`` only
+  ``expires``; with ``touch_after`` the lifecycle touches at most once per period.
 
 The TTL index is created by `MongoStore.setup`, run once on first use.
 
@@ -36,7 +36,9 @@ store emits ``disconnect`` as soon as no writable server is left and
 ``event_listeners=[MongoStore.listener()]``.  Without one the store still
 notices: a driver connection error marks it disconnected, and a ``ping`` sent
 every ``probe_interval`` seconds marks it connected again.  Either way driver
-errors surface as `StoreUnavailableError`, which the lifecycle turns into 503.
+errors surface as `StoreUnavailableError`, which the lifecycle turns into 503,
+and each change is logged once, whichever signal brought it (`Store._call`
+keeps the state, as for every store).
 
 PyMongo is imported with this module, but not by ``import tornado_session``;
 without it, building a `MongoStore` fails with the extra to install.
@@ -47,12 +49,10 @@ from __future__ import annotations
 import asyncio
 import datetime
 import inspect
-import logging
 import threading
 import time
 import weakref
-from collections.abc import Mapping
-from types import TracebackType
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from .. import serializers
@@ -82,9 +82,15 @@ else:
     _IMPORT_ERROR = None
     _HeartbeatListener = monitoring.ServerHeartbeatListener  # type: ignore[misc,assignment]
 
-logger = logging.getLogger(__name__)
 
-__all__ = ["ConnectionMonitor", "MongoStore"]
+__all__ = [
+    "ConnectionMonitor",
+    "MongoStore",
+    "escape_field_name",
+    "escape_field_names",
+    "unescape_field_name",
+    "unescape_field_names",
+]
 
 _UTC = datetime.UTC
 #: MongoDB's error codes for an index that exists with other options.
@@ -162,45 +168,6 @@ class ConnectionMonitor(_HeartbeatListener):
         self._heard(event.connection_id, False, "heartbeat failed")
 
 
-class _DriverErrors:
-    """``with store._errors():`` turns driver errors into ours around one call.
-
-    A call that succeeds while the store is disconnected marks it connected
-    again, unless the store lost MongoDB after the call began: such an answer
-    was read before the outage (another call saw the server go first) and says
-    nothing about the server now.
-    """
-
-    __slots__ = ("outages", "store")
-
-    def __init__(self, store: MongoStore) -> None:
-        self.store = store
-        self.outages = store._outages
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        store = self.store
-        if exc is None:
-            if not store._connected and store._outages == self.outages:
-                store._report(True, "operation succeeded")
-            return
-        if isinstance(exc, ConnectionFailure) or (
-            isinstance(exc, PyMongoError) and exc.timeout
-        ):
-            store._connection_lost(exc)
-            raise StoreUnavailableError(f"MongoDB cannot be reached: {exc}") from exc
-        if isinstance(exc, (bson.errors.InvalidDocument, OverflowError)):
-            raise SessionSerializationError(
-                f"session data cannot be stored in MongoDB: {exc}"
-            ) from exc
-        if isinstance(exc, PyMongoError):
-            raise SessionError(f"MongoDB refused the operation: {exc}") from exc
-
-
 class MongoStore(Store):
     """Keeps sessions in a MongoDB collection; see the module docstring.
 
@@ -252,8 +219,6 @@ class MongoStore(Store):
         self._ready = False
         self._setup_task: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        #: How many times the store lost MongoDB (see `_DriverErrors`).
-        self._outages = 0
         if isinstance(collection, _ClientSpec):
             self._deferred = collection
             self._owns_client = True
@@ -340,17 +305,17 @@ class MongoStore(Store):
         once, lazily, by the first operation; call it at start-up to fail early.
         """
         self._open()
-        with self._errors():
-            try:
-                await self.collection.create_index([("expires", 1)], expireAfterSeconds=0)
-            except OperationFailure as exc:
-                if exc.code not in _INDEX_CONFLICTS:
-                    raise
-                raise SessionError(
-                    f"MongoStore: collection {self.collection.full_name!r} already has an index "
-                    "on 'expires' with other options; drop it, or create it with "
-                    "expireAfterSeconds=0 and pass create_ttl_index=False"
-                ) from exc
+        try:
+            await self._call(self.collection.create_index, [("expires", 1)], expireAfterSeconds=0)
+        except SessionError as exc:
+            cause = exc.__cause__
+            if not isinstance(cause, OperationFailure) or cause.code not in _INDEX_CONFLICTS:
+                raise
+            raise SessionError(
+                f"MongoStore: collection {self.collection.full_name!r} already has an index "
+                "on 'expires' with other options; drop it, or create it with "
+                "expireAfterSeconds=0 and pass create_ttl_index=False"
+            ) from cause
         self._ready = True
 
     async def _ensure_ready(self) -> None:
@@ -370,18 +335,16 @@ class MongoStore(Store):
 
     # -- the protocol -------------------------------------------------------------
 
-    async def get(
-        self, key: str, max_age: float, *, rolling: bool = False
-    ) -> dict[str, Any] | None:
+    async def get(self, key: str) -> dict[str, Any] | None:
         """Return the live data under ``key``, or ``None`` (expired reads as ``None``)."""
         await self._ensure_ready()
-        with self._errors():
-            document = await self.collection.find_one(
-                {"_id": key, "expires": {"$gt": self._now()}}, {"data": 1, "_id": 0}
-            )
+        document = await self._call(
+            self.collection.find_one,
+            {"_id": key, "expires": {"$gt": self._now()}}, {"data": 1, "_id": 0},
+        )
         if document is None:
             return None
-        data: dict[str, Any] = serializers.unescape_field_names(
+        data: dict[str, Any] = unescape_field_names(
             document.get("data") or {}, _from_bson
         )
         return data
@@ -392,15 +355,11 @@ class MongoStore(Store):
         data: Mapping[str, Any],
         max_age: float,
         *,
-        rolling: bool = False,
-        changed: bool = True,
         previous: Mapping[str, Any] | None = None,
     ) -> bool:
         """Write ``data`` in one round trip; see `Store.set` and the module docstring."""
         await self._ensure_ready()
         expires = self._datetime(self.expires_at(max_age))
-        if not changed:
-            return await self._update(key, {"$set": {"expires": expires}})
         try:
             return await self._write(key, data, expires, previous)
         except SessionSerializationError as exc:
@@ -417,20 +376,19 @@ class MongoStore(Store):
     ) -> bool:
         if previous is None:
             document = {"_id": key, "data": _escape(dict(data)), "expires": expires}
-            with self._errors():
-                await self.collection.replace_one({"_id": key}, document, upsert=True)
+            await self._call(self.collection.replace_one, {"_id": key}, document, upsert=True)
             return True
         to_set, to_unset = serializers.changed_keys(previous, data)
         update: dict[str, Any] = {
             "$set": {
                 "expires": expires,
-                **{"data." + serializers.escape_field_name(name): _escape(value)
+                **{"data." + escape_field_name(name): _escape(value)
                    for name, value in to_set.items()},
             }
         }
         if to_unset:
             update["$unset"] = {
-                "data." + serializers.escape_field_name(name): "" for name in to_unset
+                "data." + escape_field_name(name): "" for name in to_unset
             }
         return await self._update(key, update)
 
@@ -444,8 +402,7 @@ class MongoStore(Store):
     async def destroy(self, key: str) -> None:
         """Delete the record under ``key``."""
         await self._ensure_ready()
-        with self._errors():
-            await self.collection.delete_one({"_id": key})
+        await self._call(self.collection.delete_one, {"_id": key})
 
     async def destroy_all(self, **match: Any) -> int:
         """Destroy every live session whose data has these top-level values.
@@ -458,38 +415,34 @@ class MongoStore(Store):
         await self._ensure_ready()
         query: dict[str, Any] = {"expires": {"$gt": self._now()}}
         for name, value in match.items():
-            field = "data." + serializers.escape_field_name(name)
+            field = "data." + escape_field_name(name)
             value = _escape(value)
             # Present (``None`` must not match a missing key) and equal; a scalar
             # must not match an array that merely contains it.
             query[field] = {"$exists": True, "$eq": value}
             if not isinstance(value, list):
                 query[field]["$not"] = {"$type": "array"}
-        with self._errors():
-            result = await self.collection.delete_many(query)
+        result = await self._call(self.collection.delete_many, query)
         return int(result.deleted_count)
 
     async def count(self) -> int:
         """Return how many live sessions the collection holds."""
         await self._ensure_ready()
-        with self._errors():
-            found = await self.collection.count_documents({"expires": {"$gt": self._now()}})
+        found = await self._call(
+            self.collection.count_documents, {"expires": {"$gt": self._now()}}
+        )
         return int(found)
 
     async def clear(self) -> None:
         """Delete every session in the collection."""
         await self._ensure_ready()
-        with self._errors():
-            await self.collection.delete_many({})
+        await self._call(self.collection.delete_many, {})
 
     async def ping(self) -> None:
         """Send ``ping``; `StoreUnavailableError` when MongoDB does not answer."""
         if self.collection is None:
             self._open()
-        try:
-            await self.collection.database.command("ping")
-        except PyMongoError as exc:
-            raise StoreUnavailableError(f"MongoDB cannot be reached: {exc}") from exc
+        await self._translated(self.collection.database.command, "ping")
 
     async def close(self) -> None:
         """Stop probing, and close the client if `from_uri` created it."""
@@ -515,19 +468,20 @@ class MongoStore(Store):
 
     async def _update(self, key: str, update: dict[str, Any]) -> bool:
         """Update the live record under ``key`` (no upsert); whether one was there."""
-        with self._errors():
-            result = await self.collection.update_one(
-                {"_id": key, "expires": {"$gt": self._now()}}, update
-            )
+        result = await self._call(
+            self.collection.update_one, {"_id": key, "expires": {"$gt": self._now()}}, update
+        )
         return bool(result.matched_count)
 
-    def _errors(self) -> _DriverErrors:
-        return _DriverErrors(self)
-
-    def _mark_disconnected(self, **detail: Any) -> None:
-        if self._connected:
-            self._outages += 1
-        super()._mark_disconnected(**detail)
+    def _driver_error(self, exc: Exception) -> SessionError | None:
+        """PyMongo's connection failures and time-outs are outages; BSON's limits are ours."""
+        if isinstance(exc, ConnectionFailure) or (isinstance(exc, PyMongoError) and exc.timeout):
+            return StoreUnavailableError(f"MongoDB cannot be reached: {exc}")
+        if isinstance(exc, (bson.errors.InvalidDocument, OverflowError)):
+            return SessionSerializationError(f"session data cannot be stored in MongoDB: {exc}")
+        if isinstance(exc, PyMongoError):
+            return SessionError(f"MongoDB refused the operation: {exc}")
+        return super()._driver_error(exc)
 
     def _from_monitor(self, up: bool, reason: str) -> None:
         """News from the `ConnectionMonitor`, possibly on one of PyMongo's threads."""
@@ -546,22 +500,12 @@ class MongoStore(Store):
         self._apply(up, reason)
 
     def _apply(self, up: bool, reason: str) -> None:
-        if not self._closed:
-            self._report(up, reason)
-
-    def _report(self, up: bool, reason: str, **detail: Any) -> None:
-        """Record (and log) a change of the connection state; emits the event."""
-        if up is self._connected:
+        if self._closed:
             return
         if up:
-            logger.info("MongoDB answers again (%s)", reason)
-            self._mark_connected(reason=reason, **detail)
+            self._mark_connected(reason=reason)
         else:
-            logger.warning(
-                "MongoDB cannot be reached (%s): requests that need a session wait up to "
-                "reconnect_timeout for it, then get 503", reason,
-            )
-            self._mark_disconnected(reason=reason, **detail)
+            self._mark_disconnected(reason=reason)
 
 
 #: `MongoStore.from_uri`'s default ``serverSelectionTimeoutMS`` (PyMongo's is 30 s).
@@ -577,10 +521,79 @@ class _ClientSpec(NamedTuple):
     options: dict[str, Any]
 
 
+# -- field names ----------------------------------------------------------------
+#
+# MongoDB cannot take every JSON key as a field name: a ``.`` means a path, a
+# leading ``$`` an operator, NUL ends a BSON name, and an empty name cannot
+# appear in an update path.  Such keys are percent-escaped (``%`` itself always
+# is), and the empty key becomes a lone ``%``, which no other key escapes to:
+# the mapping is lossless and no plain key can collide with an escaped one.
+# (They lived in serializers.py; this store is their only user.)
+
+_FIELD_ESCAPES = {"%": "%25", ".": "%2E", "\0": "%00"}
+
+
+def escape_field_name(name: str) -> str:
+    """A session key as a document field name (see `unescape_field_name`).
+
+    ``"a.b"`` becomes ``"a%2Eb"``, ``"$x"`` ``"%24x"``, ``"50%"`` ``"50%25"``,
+    ``""`` ``"%"``; a key with none of ``.``, ``%``, NUL or a leading ``$``
+    (nearly every key) is returned as it is.
+    """
+    if not name:
+        return "%"
+    if "%" in name or "." in name or "\0" in name:
+        name = "".join(_FIELD_ESCAPES.get(char, char) for char in name)
+    if name[0] == "$":
+        name = "%24" + name[1:]
+    return name
+
+
+def unescape_field_name(name: str) -> str:
+    """The session key that `escape_field_name` turned into ``name``."""
+    if "%" not in name:
+        return name
+    if name == "%":
+        return ""
+    parts = name.split("%")
+    return parts[0] + "".join(chr(int(part[:2], 16)) + part[2:] for part in parts[1:])
+
+
+def escape_field_names(value: Any) -> Any:
+    """``value`` with `escape_field_name` applied to every dict key, at any depth."""
+    if isinstance(value, dict):
+        return {_escape_key(key): escape_field_names(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [escape_field_names(item) for item in value]
+    return value
+
+
+def _escape_key(key: Any) -> str:
+    if not isinstance(key, str):
+        raise TypeError(f"key {key!r} is not a string")
+    return escape_field_name(key)
+
+
+def unescape_field_names(value: Any, leaf: Callable[[Any], Any] | None = None) -> Any:
+    """Undo `escape_field_names`; ``leaf`` (if given) converts every other value.
+
+    A store passes ``leaf`` to turn a driver's types back into JSON's (BSON's
+    ``Int64`` into ``int``) in the same walk.
+    """
+    if isinstance(value, dict):
+        return {
+            unescape_field_name(key): unescape_field_names(item, leaf)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [unescape_field_names(item, leaf) for item in value]
+    return value if leaf is None else leaf(value)
+
+
 def _escape(value: Any) -> Any:
     """Field names escaped for MongoDB; a non-str key is a serialisation error."""
     try:
-        return serializers.escape_field_names(value)
+        return escape_field_names(value)
     except TypeError as exc:
         raise SessionSerializationError(
             f"session data has a key that is not a string: {exc}"

@@ -19,7 +19,7 @@ Every operation is one round trip:
   fields (``HSET``), deletes the removed ones (``HDEL``) and renews the TTL,
   atomically.  Two requests of one user that change different keys both keep
   their writes;
-* `RedisStore.touch` and an unchanged rolling write are one ``PEXPIRE``;
+* `RedisStore.touch`, and an update that changes no key, are one ``PEXPIRE``;
 * `RedisStore.destroy` is one ``DEL``.
 
 `RedisStore.count`, `RedisStore.clear` and `RedisStore.destroy_all` walk the
@@ -32,13 +32,12 @@ is, so ``import tornado_session`` works without it.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .. import serializers
 from ..errors import SessionError, SessionOptionError, StoreUnavailableError
@@ -48,8 +47,6 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 logger = logging.getLogger(__name__)
-
-_T = TypeVar("_T")
 
 _INSTALL_HINT = 'RedisStore needs the redis package: pip install "tornado-session[redis]"'
 
@@ -124,12 +121,14 @@ class RedisStore(Store):
 
     The store reports the connection's real state: a command that fails with a
     connection error or a time-out emits ``disconnect`` and raises
-    `StoreUnavailableError`; the first command that succeeds after it emits
-    ``connect``.  While disconnected, a background task sends ``PING`` (after
-    0.05 s, then backing off to every ``probe_interval`` seconds), so the
-    return of the server is noticed even when no request comes in, and the
-    requests the lifecycle holds during an outage are released at once.  That
-    task runs only while the store is disconnected, and `close` cancels it.
+    `StoreUnavailableError`; the first command sent after it that succeeds
+    emits ``connect`` (an answer to one sent before the loss does not: see
+    `Store._call`).  Each change is logged once.  While disconnected, a
+    background task sends ``PING`` (after 0.05 s, then backing off to every
+    ``probe_interval`` seconds), so the return of the server is noticed even
+    when no request comes in, and the requests the lifecycle holds during an
+    outage are released at once.  That task runs only while the store is
+    disconnected, and `close` cancels it.
 
     ``timeout`` bounds each call, in seconds: a call that takes longer counts
     as an outage, like a refused connection.  With ``None`` (the default here)
@@ -167,22 +166,15 @@ class RedisStore(Store):
                 f"RedisStore(namespace={namespace!r}): expected a non-empty str "
                 "(clear() and count() work on every key under it)"
             )
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-            or not 0 < timeout < math.inf
-        ):
-            raise SessionOptionError(
-                f"RedisStore(timeout={timeout!r}): expected a positive number of seconds or None"
-            )
-        super().__init__(clock=clock, probe_interval=probe_interval)
+        # ``timeout``: seconds a command may take before it counts as an outage
+        # (``None``: only the client's own ``socket_timeout`` applies).
+        super().__init__(clock=clock, probe_interval=probe_interval, timeout=timeout)
         #: The ``redis.asyncio.Redis`` client the store sends its commands through.
         self.client = client
         self.namespace = namespace
-        #: Seconds a command may take before it counts as an outage (``None``:
-        #: only the client's own ``socket_timeout`` applies).
-        self.timeout = None if timeout is None else float(timeout)
         self._owns_client = False
-        self._unavailable: tuple[type[BaseException], ...] = (
+        # The driver's exceptions, for `_driver_error` (redis is imported with the store).
+        self._unavailable: tuple[type[Exception], ...] = (
             exceptions.ConnectionError,
             exceptions.TimeoutError,
         )
@@ -249,9 +241,7 @@ class RedisStore(Store):
 
     # -- the protocol -----------------------------------------------------------
 
-    async def get(
-        self, key: str, max_age: float, *, rolling: bool = False
-    ) -> dict[str, Any] | None:
+    async def get(self, key: str) -> dict[str, Any] | None:
         """Return the session under ``key`` (one ``HGETALL``), or ``None``.
 
         Redis never returns a key whose TTL ran out, so an expired session
@@ -282,20 +272,16 @@ class RedisStore(Store):
         data: Mapping[str, Any],
         max_age: float,
         *,
-        rolling: bool = False,
-        changed: bool = True,
         previous: Mapping[str, Any] | None = None,
     ) -> bool:
         """Write ``data`` with a TTL of ``max_age``; see `Store.set`.
 
         With ``previous`` only the keys that differ from it are written, and
-        only if the record still exists (one atomic script).  With
-        ``changed=False`` only the TTL is renewed (one ``PEXPIRE``).
+        only if the record still exists (one atomic script); when none differ
+        only the TTL is renewed (one ``PEXPIRE``).
         """
         name = self.namespace + key
         ttl = _ttl_ms(max_age)
-        if not changed:
-            return bool(await self._call(self.client.pexpire, name, ttl))
         if previous is None:
             pairs = self._encode(data, data.keys())
             return bool(await self._write(name, ttl, "new", [MARKER, _LAYOUT, *pairs], []))
@@ -353,10 +339,7 @@ class RedisStore(Store):
 
     async def ping(self) -> None:
         """Send ``PING``; `StoreUnavailableError` when Redis does not answer."""
-        try:
-            await self.client.ping()
-        except self._unavailable as exc:
-            raise StoreUnavailableError(f"Redis did not answer: {exc}") from exc
+        await self._translated(self.client.ping)
 
     async def close(self) -> None:
         """Stop the reconnect probe and close the client if the store made it.
@@ -371,28 +354,13 @@ class RedisStore(Store):
 
     # -- internals --------------------------------------------------------------
 
-    async def _call(self, command: Callable[..., Awaitable[_T]], *args: Any) -> _T:
-        """Run one command; turn driver errors into ours and track the connection."""
-        if self._closed:
-            raise StoreUnavailableError("RedisStore is closed")
-        try:
-            if self.timeout is None:
-                result = await command(*args)
-            else:
-                async with asyncio.timeout(self.timeout):
-                    result = await command(*args)
-        except self._unavailable as exc:
-            self._connection_lost(exc)
-            raise StoreUnavailableError(f"Redis did not answer: {exc}") from exc
-        except TimeoutError as exc:  # our own time-out (redis-py's is a RedisError)
-            self._connection_lost(exc)
-            raise StoreUnavailableError(
-                f"Redis did not answer within {self.timeout} s (timeout)"
-            ) from exc
-        except self._redis_error as exc:
-            raise SessionError(f"Redis refused a RedisStore command: {exc}") from exc
-        self._mark_connected()
-        return result
+    def _driver_error(self, exc: Exception) -> SessionError | None:
+        """redis-py's connection errors and time-outs are outages; other errors refusals."""
+        if isinstance(exc, self._unavailable):
+            return StoreUnavailableError(f"Redis cannot be reached: {exc}")
+        if isinstance(exc, self._redis_error):
+            return SessionError(f"Redis refused a RedisStore command: {exc}")
+        return super()._driver_error(exc)
 
     async def _write(
         self, name: str, ttl: int, mode: str, pairs: list[bytes], unset: list[str]
