@@ -169,6 +169,12 @@ class BadCookieCases(BadInputCase):
     @gen_test
     async def test_signed_object_of_the_wrong_shape(self) -> None:
         await self.assert_fresh(f"{COOKIE}={self.signed({'e': 'tomorrow', 'i': 42})}")
+        later = self.clock() + 3600
+        body = {"i": "x" * 43, "d": {}}  # the right body for both kinds: only e or m is wrong
+        for fields in ({"e": True}, {"e": -1}, {"e": later, "m": 0}, {"e": later, "m": -5},
+                       {"e": later, "m": True}, {"e": later, "m": "1"}):
+            with self.subTest(fields=fields):
+                await self.assert_fresh(f"{COOKIE}={self.signed({**fields, **body})}")
 
     @gen_test
     async def test_hundred_kilobyte_cookie_header(self) -> None:

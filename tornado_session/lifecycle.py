@@ -40,6 +40,7 @@ from typing import Any, NamedTuple, TypeVar
 import orjson
 
 from . import serializers
+from ._checks import is_seconds
 from .cookies import CookieCodec, SetCookieLine
 from .errors import SessionError, StoreUnavailableError
 from .options import SessionOptions
@@ -643,11 +644,7 @@ def _payload_fields(
         return None
     expires = payload.get("e")
     max_age = payload.get("m")
-    if isinstance(expires, bool) or not isinstance(expires, (int, float)):
-        return None
-    if max_age is not None and (
-        isinstance(max_age, bool) or not isinstance(max_age, (int, float)) or max_age <= 0
-    ):
+    if not is_seconds(expires) or (max_age is not None and not is_seconds(max_age)):
         return None
     if store:
         body: Any = payload.get("i")
