@@ -642,8 +642,8 @@ def _payload_fields(
     """Check a decoded cookie payload's shape; ``None`` when it is not ours."""
     if payload is None:
         return None
-    expires = payload.get("e")
-    max_age = payload.get("m")
+    expires: Any = payload.get("e")
+    max_age: Any = payload.get("m")
     if not is_seconds(expires) or (max_age is not None and not is_seconds(max_age)):
         return None
     if store:
