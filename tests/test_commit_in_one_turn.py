@@ -17,9 +17,10 @@ from tornado.testing import AsyncTestCase, gen_test
 
 from tests.base import COOKIE_SECRET, SessionTestCase
 from tornado_session import SessionMixin, SessionOptions
+from tornado_session.config import SessionConfig
 from tornado_session.cookies import CookieCodec, Signer
 from tornado_session.errors import SessionSerializationError
-from tornado_session.lifecycle import CookieUpdate, SessionConfig, SessionContext
+from tornado_session.lifecycle import CookieUpdate, SessionContext
 from tornado_session.stores import MemoryStore, Ready, Store
 from tornado_session.testing import FakeClock
 

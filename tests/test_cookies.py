@@ -11,8 +11,8 @@ import tornado.web
 
 from tests.base import COOKIE, COOKIE_SECRET, SessionTestCase, set_cookies
 from tornado_session import SessionMixin, SessionOptions
+from tornado_session.config import COOKIE_MEMORY, SessionConfig
 from tornado_session.cookies import CookieCodec, Signer
-from tornado_session.lifecycle import COOKIE_MEMORY, SessionConfig
 from tornado_session.serializers import hash_session_id
 from tornado_session.stores import MemoryStore
 

@@ -47,7 +47,7 @@ class CookieCodec:
     unsigned cookies); ``sign`` may be a `Signer`'s `~Signer.sign`, which
     makes the same bytes faster.  ``encode``/``decode`` replace the JSON step.
     (The values that verified are remembered a level up, with their parsed
-    fields: `tornado_session.lifecycle.SessionConfig.read_cookie`.)
+    fields: `tornado_session.config.SessionConfig.read_cookie`.)
     """
 
     __slots__ = ("_decode", "_encode", "_sign", "_unsign", "name")

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import math
 import secrets
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass
@@ -40,8 +39,7 @@ from typing import Any, NamedTuple, TypeVar
 import orjson
 
 from . import serializers
-from ._checks import is_seconds
-from .cookies import CookieCodec, SetCookieLine
+from .config import MAX_ID_LENGTH, CookiePayload, SessionConfig
 from .errors import SessionError, StoreUnavailableError
 from .options import SessionOptions
 from .session import Session
@@ -50,11 +48,6 @@ from .stores.base import Ready, Store
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-
-_MAX_ID_LENGTH = 256
-
-#: How many verified cookie values an application remembers (see `SessionConfig.read_cookie`).
-COOKIE_MEMORY = 2048
 
 
 class Action(enum.Enum):
@@ -108,80 +101,6 @@ class CookieUpdate:
     value: str
     max_age: float | None
     expires: float | None
-
-
-class CookiePayload(NamedTuple):
-    """The fields of a verified session cookie, as `SessionConfig.read_cookie` remembers them."""
-
-    #: Server-side expiry (epoch seconds).
-    expires: float
-    #: The session's own ``max_age`` (``None``: a browser-session cookie).
-    max_age: float | None
-    #: Store sessions: the session id, and the store key made from it.
-    session_id: str | None
-    store_key: str | None
-    #: Cookie sessions: the data as canonical JSON (a fresh dict is decoded per request).
-    data: bytes | None
-
-
-class SessionConfig:
-    """The per-application part: options, the cookie codec, and the cookies it verified.
-
-    Built once per application (the mixin keeps it on the application).
-    ``cookie_line`` writes the ``Set-Cookie`` line (for the mixin).
-    """
-
-    __slots__ = ("_cookies", "codec", "cookie_line", "options", "retry_after")
-
-    def __init__(self, options: SessionOptions, codec: CookieCodec) -> None:
-        self.options = options
-        self.codec = codec
-        self.cookie_line = SetCookieLine(
-            options.key, domain=options.domain, path=options.path, httponly=options.httponly,
-            samesite=options.samesite,
-        )
-        #: ``Retry-After`` seconds for a 503 caused by a store outage.
-        self.retry_after = max(1, math.ceil(options.reconnect_timeout))
-        self._cookies: dict[str, CookiePayload] = {}
-
-    def read_cookie(self, value: str) -> CookiePayload | None:
-        """The fields of a cookie value that is ours and untampered, else ``None``.
-
-        A browser sends the same cookie on every request until the session
-        changes, so the fields of the last `COOKIE_MEMORY` values that passed
-        the codec (Tornado's signature check) are remembered, keyed by the
-        whole value: a returning cookie costs one dict lookup, not an HMAC, a
-        JSON decode and a SHA-256.  Only values that verified are remembered,
-        so garbage cannot fill the memory; the expiry in them is checked on
-        every request by the caller.
-        """
-        payload = self._cookies.get(value)
-        if payload is None:
-            payload = self._parse_cookie(value)
-            if payload is not None:
-                cookies = self._cookies
-                if len(cookies) >= COOKIE_MEMORY:
-                    del cookies[next(iter(cookies))]
-                cookies[value] = payload
-        return payload
-
-    def _parse_cookie(self, value: str) -> CookiePayload | None:
-        fields = _payload_fields(self.codec.loads(value), store=self.options.store is not None)
-        if fields is None:
-            return None
-        expires, max_age, body = fields
-        if isinstance(body, str):
-            store_key = self.store_key(body)
-            return CookiePayload(expires, max_age, body, store_key, None)
-        try:
-            data = serializers.dumps(body)
-        except SessionError:  # (a custom decode can give anything)
-            return None
-        return CookiePayload(expires, max_age, None, None, data)
-
-    def store_key(self, session_id: str) -> str:
-        """The store key of a session id: the prefix and a hash, never the id itself."""
-        return self.options.prefix + serializers.hash_session_id(session_id)
 
 
 def decide(
@@ -627,31 +546,10 @@ class SessionContext:
         if genid is None:
             return secrets.token_urlsafe(32)  # 256 bits
         session_id = genid(self.handler)
-        if not isinstance(session_id, str) or not 0 < len(session_id) <= _MAX_ID_LENGTH:
+        if not isinstance(session_id, str) or not 0 < len(session_id) <= MAX_ID_LENGTH:
             raise SessionError(
                 f"genid returned {type(session_id).__name__} of length "
                 f"{len(session_id) if isinstance(session_id, str) else '-'}; "
-                f"expected a non-empty str of at most {_MAX_ID_LENGTH} characters"
+                f"expected a non-empty str of at most {MAX_ID_LENGTH} characters"
             )
         return session_id
-
-
-def _payload_fields(
-    payload: dict[str, Any] | None, *, store: bool
-) -> tuple[float, float | None, dict[str, Any] | str] | None:
-    """Check a decoded cookie payload's shape; ``None`` when it is not ours."""
-    if payload is None:
-        return None
-    expires: Any = payload.get("e")
-    max_age: Any = payload.get("m")
-    if not is_seconds(expires) or (max_age is not None and not is_seconds(max_age)):
-        return None
-    if store:
-        body: Any = payload.get("i")
-        if not isinstance(body, str) or not 0 < len(body) <= _MAX_ID_LENGTH:
-            return None
-    else:
-        body = payload.get("d")
-        if not isinstance(body, dict):
-            return None
-    return float(expires), max_age, body

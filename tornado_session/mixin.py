@@ -27,9 +27,10 @@ import tornado.web
 from tornado.concurrent import Future
 from tornado.iostream import StreamClosedError
 
+from .config import SessionConfig
 from .cookies import CookieCodec, Signer
 from .errors import SessionNotLoadedError, SessionOptionError, StoreUnavailableError
-from .lifecycle import CookieUpdate, SessionConfig, SessionContext
+from .lifecycle import CookieUpdate, SessionContext
 from .options import SessionOptions
 from .session import Session
 from .stores.base import Ready
