@@ -147,13 +147,14 @@ class SessionMixin(_HandlerBase):
             return _PREPARED
         return self._session_context(cookie_values).load()
 
-    async def load_session(self) -> Session:
+    def load_session(self) -> Awaitable[Session]:
         """Load the session (needed before ``self.session`` when ``lazy=True``).
 
-        Idempotent; raises `StoreUnavailableError` (answered with 503) when the
-        store stays unreachable past ``reconnect_timeout``.
+        ``session = await self.load_session()``.  Idempotent; raises
+        `StoreUnavailableError` (answered with 503) when the store stays
+        unreachable past ``reconnect_timeout``.
         """
-        return await self._session_context().load()
+        return self._session_context().load()
 
     @property
     def session(self) -> Session:
