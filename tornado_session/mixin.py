@@ -6,10 +6,12 @@ lifecycle's answer into a ``Set-Cookie`` header.  Rules about when to save live
 in `tornado_session.lifecycle`.
 
 Tornado calls ``finish()`` without awaiting it (after ``get()``, ``redirect()``
-and ``send_error()``), so `SessionMixin.finish` stays synchronous: when the
-commit needs the store it marks the response as finishing, runs the commit in a
-task, and returns a future that ends when the response has been sent.  A second
-call returns the same future.
+and ``send_error()``), so `SessionMixin.finish` stays synchronous.  It commits
+first: a commit whose store answers at once (`MemoryStore`, cookie sessions)
+is over before ``finish()`` goes on, in the same turn of the loop.  When a store
+call must wait, it marks the response as finishing, lets the rest of the commit
+run in one task, and returns a future that ends when the response has been
+sent.  A second call returns the same future.
 """
 
 from __future__ import annotations
