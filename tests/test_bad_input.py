@@ -237,39 +237,6 @@ class TestBadCookiesCookieSessions(BadCookieCases):
         )
 
 
-class TestBadCookiesUnsigned(BadInputCase):
-    """``signed=False`` cookie sessions: the base64 and JSON checks stand alone."""
-
-    def make_store(self) -> None:
-        return None
-
-    def session_options(self) -> dict[str, Any]:
-        return {"signed": False}
-
-    def encoded(self, raw: bytes) -> str:
-        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-    @gen_test
-    async def test_truncated_base64(self) -> None:
-        payload = self.encoded(orjson.dumps({"e": self.clock() + 60, "m": 60, "d": {"views": 5}}))
-        await self.assert_fresh(f"{COOKIE}={payload[:-5]}")
-
-    @gen_test
-    async def test_base64_of_non_json(self) -> None:
-        not_json = self.encoded(b"\xff\xfe not json")
-        await self.assert_fresh(f"{COOKIE}={not_json}")
-
-    @gen_test
-    async def test_base64_of_json_that_is_not_an_object(self) -> None:
-        await self.assert_fresh(f"{COOKIE}={self.encoded(b'[1, 2]')}")
-
-    @gen_test
-    async def test_valid_unsigned_cookie_is_read(self) -> None:
-        payload = self.encoded(orjson.dumps({"e": self.clock() + 60, "m": 60, "d": {"views": 5}}))
-        response = await self.raw_get("/read", f"{COOKIE}={payload}".encode())
-        self.assertEqual((response.code, response.body), (200, b"5"))
-
-
 class _Records(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)

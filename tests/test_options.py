@@ -10,6 +10,7 @@ from tornado.testing import ExpectLog
 
 from tests.base import COOKIE_SECRET, CounterHandler, SessionTestCase
 from tornado_session import Session, SessionError, SessionMixin, SessionOptions
+from tornado_session.cookies import CookieCodec
 from tornado_session.errors import SessionOptionError
 from tornado_session.stores import MemoryStore
 
@@ -146,9 +147,21 @@ class TestApplicationStartUp(unittest.TestCase):
         with self.assertRaisesRegex(SessionOptionError, "signed=True needs .*cookie_secret"):
             SessionMixin.configure_application(app)
 
-    def test_unsigned_cookies_need_no_secret(self) -> None:
-        options = SessionMixin.configure_application(self.app(session={"signed": False}))
+    def test_unsigned_cookies_with_their_own_codec_need_no_secret(self) -> None:
+        codec = {"encode": lambda payload: "x", "decode": lambda value: {}}
+        options = SessionMixin.configure_application(
+            self.app(session={"signed": False, **codec})
+        )
         self.assertFalse(options.signed)
+
+    def test_unsigned_cookies_without_a_codec_of_their_own_are_refused(self) -> None:
+        for store in (None, MemoryStore()):
+            with self.subTest(store=store), self.assertRaisesRegex(
+                SessionOptionError, r"signed=False is invalid; .*whatever the client sends"
+            ):
+                SessionOptions(signed=False, store=store)
+        with self.assertRaisesRegex(SessionOptionError, "whatever the client sends"):
+            CookieCodec("tornado.sess")
 
     def test_key_version_missing_from_the_secrets_fails(self) -> None:
         app = self.app(cookie_secret={1: "a" * 40}, key_version=2)

@@ -13,7 +13,6 @@ never an exception here.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import email.utils
 import hmac
@@ -43,9 +42,12 @@ class CookieCodec:
     """Turns payloads into cookie values and cookie values back into payloads.
 
     ``sign``/``unsign`` are Tornado's ``create_signed_value`` /
-    ``decode_signed_value`` bound to the application's secret (``None`` for
-    unsigned cookies); ``sign`` may be a `Signer`'s `~Signer.sign`, which
-    makes the same bytes faster.  ``encode``/``decode`` replace the JSON step.
+    ``decode_signed_value`` bound to the application's secret; ``sign`` may
+    be a `Signer`'s `~Signer.sign`, which makes the same bytes faster.
+    ``encode``/``decode`` replace the JSON step.  Without ``sign`` the cookie
+    is what ``encode`` makes, as it is: a codec that neither signs nor has an
+    ``encode`` of its own (which must then authenticate) is refused, as
+    `SessionOptions` refuses ``signed=False`` alone.
     (The values that verified are remembered a level up, with their parsed
     fields: `tornado_session.config.SessionConfig.read_cookie`.)
     """
@@ -61,6 +63,11 @@ class CookieCodec:
         encode: Callable[[dict[str, Any]], str | bytes] | None = None,
         decode: Callable[[str], dict[str, Any]] | None = None,
     ) -> None:
+        if sign is None and encode is None:
+            raise SessionOptionError(
+                f"CookieCodec({name!r}): an unsigned cookie needs encode/decode that "
+                "authenticate it; without them it is whatever the client sends"
+            )
         self.name = name
         self._sign = sign
         self._unsign = unsign
@@ -76,8 +83,6 @@ class CookieCodec:
         raw = self._encode_payload(payload)
         if self._sign is not None:
             value = self._sign(self.name, raw).decode("ascii")
-        elif self._encode is None:
-            value = base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
         else:
             value = raw.decode("utf-8")
         size = len(self.name) + 1 + len(value)
@@ -96,8 +101,6 @@ class CookieCodec:
         raw: bytes | None
         if self._unsign is not None:
             raw = self._unsign(self.name, value)
-        elif self._encode is None:
-            raw = _b64url_decode(value)
         else:
             raw = value.encode("utf-8", "surrogateescape")
         if raw is None:
@@ -117,13 +120,6 @@ class CookieCodec:
             return orjson.dumps(payload)
         encoded = self._encode(payload)
         return encoded.encode("utf-8") if isinstance(encoded, str) else encoded
-
-
-def _b64url_decode(value: str) -> bytes | None:
-    try:
-        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-    except (binascii.Error, ValueError):
-        return None
 
 
 class Signer:
