@@ -83,6 +83,15 @@ class TestDecide(unittest.TestCase):
             self.assertEqual(decide(session, state(), options(), now=NOW, status=status).action,
                              Action.SAVE)
 
+    def test_server_error_still_destroys_and_retires_a_regenerated_id(self) -> None:
+        session = loaded()
+        session["user"] = "grace"
+        for kind in ("destroyed", "regenerated"):
+            failed = state(**{kind: True, "retired_key": "k"})
+            decision = decide(session, failed, options(), now=NOW, status=500)
+            self.assertEqual((decision.action, decision.uses_store), (Action.DESTROY, True))
+            self.assertEqual(decision.reason, f"{kind} in a failed response")
+
     def test_new_empty_session_is_skipped_unless_save_uninitialized(self) -> None:
         fresh = Session()
         no_cookie = SessionState()

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import orjson
 import tornado.web
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
-from tornado.testing import AsyncHTTPTestCase, gen_test
+from tornado.testing import AsyncHTTPTestCase, ExpectLog, gen_test
 
 from tests.base import COOKIE, COOKIE_SECRET, SessionTestCase, cookie_expired, set_cookies
 from tests.load_users import SECRET as LOAD_SECRET
@@ -70,6 +70,19 @@ class Crash(SessionMixin, tornado.web.RequestHandler):
         raise RuntimeError("handler failed")
 
 
+class LogoutThenCrash(SessionMixin, tornado.web.RequestHandler):
+    async def post(self) -> None:
+        await self.destroy_session()
+        raise RuntimeError("handler failed after the logout")
+
+
+class LoginThenCrash(SessionMixin, tornado.web.RequestHandler):
+    async def post(self) -> None:
+        self.session["user"] = "victim"
+        await self.regenerate_session()
+        raise RuntimeError("handler failed after the login")
+
+
 class Slow(SessionMixin, tornado.web.RequestHandler):
     """Loads the session, waits for the test's event, then writes (or only reads)."""
 
@@ -96,7 +109,8 @@ class SecurityCases(SessionTestCase):
 
     def get_handlers(self) -> list[Any]:
         return [(r"/visit", Visit), (r"/login", Login), (r"/logout", Logout),
-                (r"/whoami", WhoAmI), (r"/crash", Crash), (r"/slow/(\w+)", Slow)]
+                (r"/whoami", WhoAmI), (r"/crash", Crash), (r"/slow/(\w+)", Slow),
+                (r"/logout-then-crash", LogoutThenCrash), (r"/login-then-crash", LoginThenCrash)]
 
     def use_options(self, **options: Any) -> None:
         """Serve from now on with these session options (same store)."""
@@ -221,6 +235,34 @@ class SecurityCases(SessionTestCase):
         self.assertNotIn(COOKIE, self.jar)
         self.assertEqual(await self.whoami(stolen), {})
         self.assertIsNone(await self.record(self.session_id(stolen)))
+
+    # -- a logout or login inside a request that fails -----------------------------------
+
+    @gen_test
+    async def test_a_logout_in_a_failed_request_still_ends_the_session(self) -> None:
+        await self.post("/login?user=victim")
+        stolen = self.jar[COOKIE]
+        with ExpectLog("tornado.application", "Uncaught exception"):
+            response = await self.post("/logout-then-crash")
+        self.assertEqual(response.code, 500)
+        self.assertNotIn(COOKIE, self.jar)  # the response expired the cookie
+        self.assertEqual(await self.whoami(stolen), {})
+        self.assertIsNone(await self.record(self.session_id(stolen)))
+
+    @gen_test
+    async def test_a_login_in_a_failed_request_retires_the_old_id_and_writes_nothing(
+        self,
+    ) -> None:
+        await self.fetch_async("/visit")
+        planted = self.jar[COOKIE]
+        with ExpectLog("tornado.application", "Uncaught exception"):
+            response = await self.post("/login-then-crash")
+        self.assertEqual(response.code, 500)
+        self.assertNotIn(COOKIE, self.jar)
+        self.assertEqual(await self.whoami(planted), {})
+        self.assertIsNone(await self.record(self.session_id(planted)))
+        assert self.store is not None
+        self.assertEqual(await self.store.count(), 0)  # the new session was not written
 
     # -- a logout racing a slower request of the same session ---------------------------
 

@@ -118,17 +118,36 @@ def decide(
 
     ``save`` is the handler's ``session_save`` (``None``: decide here, ``True``:
     force a save, ``False``: write nothing).  A response of 500 or more writes
-    nothing: half-done work is not persisted.  ``current`` is the canonical
-    JSON of the session's data, when the caller has it (else it is made here).
+    nothing, as half-done work is not persisted, but destroying fails closed:
+    see `_after_server_error`.  ``current`` is the canonical JSON of the
+    session's data, when the caller has it (else it is made here).
     """
     if save is False:
         return Decision(Action.SKIP, "session_save is False")
     if status >= 500:
-        return Decision(Action.SKIP, "server error response")
+        decision = _after_server_error(state, options)
+        if headers_sent and decision.action is not Action.SKIP:
+            return _after_headers(decision, session, state, options)
+        return decision
     decision = _decide_action(session, state, options, now=now, save=save, current=current)
     if headers_sent and decision.action is not Action.SKIP:
         return _after_headers(decision, session, state, options)
     return decision
+
+
+def _after_server_error(state: SessionState, options: SessionOptions) -> Decision:
+    """A failed response writes nothing, but a logout in it still happens.
+
+    A handler that logs the user out and then fails must not leave the session
+    alive (a logout undone by an unrelated error), and one that regenerated
+    must not leave the old id usable: the old record is destroyed, and the
+    cookie that named it expired.  Nothing else is written.
+    """
+    if state.destroyed or state.regenerated:
+        reason = "destroyed" if state.destroyed else "regenerated"
+        return Decision(Action.DESTROY, f"{reason} in a failed response",
+                        uses_store=options.store is not None and bool(state.retired_key))
+    return Decision(Action.SKIP, "server error response")
 
 
 def _decide_action(
