@@ -189,6 +189,15 @@ class BadCookieCases(BadInputCase):
         await self.assert_fresh(f"{COOKIE}=garbage; {COOKIE}=more-garbage")
 
     @gen_test
+    async def test_only_the_first_four_values_of_the_cookie_are_checked(self) -> None:
+        cookie = await self.valid_cookie()
+        garbage = "; ".join(f"{COOKIE}=garbage{n}" for n in range(4))
+        await self.assert_fresh(f"{garbage}; {COOKIE}={cookie}")
+        garbage = "; ".join(f"{COOKIE}=garbage{n}" for n in range(3))
+        response = await self.raw_get("/read", f"{garbage}; {COOKIE}={cookie}".encode())
+        self.assertEqual((response.code, response.body), (200, b"1"))
+
+    @gen_test
     async def test_cookie_sent_twice_first_valid_one_is_the_session(self) -> None:
         cookie = await self.valid_cookie()
         for header in (f"{COOKIE}=garbage; {COOKIE}={cookie}", f"{COOKIE}={cookie}; {COOKIE}=x"):

@@ -236,6 +236,42 @@ class SecurityCases(SessionTestCase):
         self.assertEqual(await self.whoami(stolen), {})
         self.assertIsNone(await self.record(self.session_id(stolen)))
 
+    # -- a planted cookie beside the live one -------------------------------------------
+
+    @gen_test
+    async def test_a_planted_dead_cookie_neither_shadows_nor_deletes_the_live_one(self) -> None:
+        await self.post("/login?user=attacker")
+        dead = self.jar[COOKIE]
+        await self.post("/logout")  # the attacker's own session, now dead
+        await self.post("/login?user=victim")
+        live = self.jar[COOKIE]
+        missed: list[dict[str, Any]] = []
+        self._app.settings["session"].events.on("session:missed", missed.append)
+        for header in (f"{COOKIE}={dead}; {COOKIE}={live}", f"{COOKIE}={live}; {COOKIE}={dead}"):
+            response = await AsyncHTTPClient().fetch(
+                self.get_url("/whoami"), headers={"Cookie": header}, raise_error=False
+            )
+            self.assertEqual(response.code, 200)
+            self.assertEqual(orjson.loads(response.body), {"user": "victim"})
+            self.assertIsNone(set_cookies(response).get(COOKIE))  # nothing deleted
+        self.assertEqual(len(missed), 1)  # the dead one, when it came first
+        self.assertEqual(await self.whoami(live), {"user": "victim"})
+        self.assertIsNotNone(await self.record(self.session_id(live)))
+
+    @gen_test
+    async def test_only_dead_cookies_give_a_fresh_session(self) -> None:
+        await self.post("/login?user=someone")
+        first = self.jar[COOKIE]
+        await self.post("/logout")
+        await self.post("/login?user=someone-else")
+        second = self.jar[COOKIE]
+        await self.post("/logout")
+        header = f"{COOKIE}={first}; {COOKIE}={second}"
+        response = await AsyncHTTPClient().fetch(
+            self.get_url("/whoami"), headers={"Cookie": header}, raise_error=False
+        )
+        self.assertEqual((response.code, orjson.loads(response.body)), (200, {}))
+
     # -- a logout or login inside a request that fails -----------------------------------
 
     @gen_test

@@ -39,7 +39,7 @@ from typing import Any, NamedTuple, TypeVar
 import orjson
 
 from . import serializers
-from .config import MAX_ID_LENGTH, CookiePayload, SessionConfig
+from .config import MAX_ID_LENGTH, SessionConfig
 from .errors import SessionError, StoreUnavailableError
 from .options import SessionOptions
 from .session import Session
@@ -48,6 +48,11 @@ from .stores.base import Ready, Store
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+
+#: How many values of the session cookie one request may make us check: a browser
+#: sends one or two; a request with more is not given a signature check (and a
+#: store read) for each.
+_MOST_COOKIE_VALUES = 4
 
 
 class Action(enum.Enum):
@@ -270,69 +275,72 @@ class SessionContext:
     async def load(self) -> Session:
         """Load the session from the cookie (and the store); idempotent.
 
-        Only a request that carries a session cookie reaches the store.  Raises
-        `StoreUnavailableError` when the store stays down past
-        ``reconnect_timeout``.
+        Only a request that carries a session cookie reaches the store.  A
+        browser can hold two cookies of one name (another path or domain,
+        perhaps planted by a sibling subdomain) and sends the most specific
+        first: the session is the first whose signature verifies *and* whose
+        session is alive, so a planted dead cookie neither shadows a live one
+        nor gets it deleted.  Each dead one emits its event (``expired``,
+        ``missed``, ``invalid``).  Raises `StoreUnavailableError` when the
+        store stays down past ``reconnect_timeout``.
         """
         session = self.session
         if session is not None:
             return session
-        config = self.config
-        options = config.options
         if not self.cookie_values:
             return self.start_new()
         self.state.cookie_sent = True
-        payload = self._first_valid_cookie()
-        if payload is None:
-            return self._refuse("invalid", "bad cookie")
-        if payload.expires <= options.clock():
-            return self._refuse("expired", "expired")
+        config = self.config
+        options = config.options
         store = options.store
-        if store is None:
-            assert payload.data is not None
-            data: dict[str, Any] | None = serializers.loads(payload.data)
-            baseline: bytes | None = payload.data
-        else:
-            assert payload.store_key is not None
-            data = await self.call_store(store.get, payload.store_key)
-            if data is None:
-                return self._refuse("missed", "unknown session id")
-            baseline = data.raw if type(data) is serializers.Loaded else None
-        assert data is not None
-        if options.valid is not None and not options.valid(self.handler, data):
-            return self._refuse("invalid", "refused by valid()")
-        self.state.expires = payload.expires
-        self.state.written_at = payload.expires - options.server_max_age(payload.max_age)
-        self.store_key = payload.store_key
-        session = self.session = Session(
-            data, id=payload.session_id, is_new=False, max_age=payload.max_age, loaded=baseline
-        )
-        return session
+        now = options.clock()
+        verified = False
+        for value in self.cookie_values[:_MOST_COOKIE_VALUES]:
+            payload = config.read_cookie(value)
+            if payload is None:
+                continue
+            verified = True
+            if payload.expires <= now:
+                self._refused("expired", "expired")
+                continue
+            if store is None:
+                assert payload.data is not None
+                data: dict[str, Any] | None = serializers.loads(payload.data)
+                baseline: bytes | None = payload.data
+            else:
+                assert payload.store_key is not None
+                data = await self.call_store(store.get, payload.store_key)
+                if data is None:
+                    self._refused("missed", "unknown session id")
+                    continue
+                baseline = data.raw if type(data) is serializers.Loaded else None
+            assert data is not None
+            if options.valid is not None and not options.valid(self.handler, data):
+                self._refused("invalid", "refused by valid()")
+                continue
+            self.state.expires = payload.expires
+            self.state.written_at = payload.expires - options.server_max_age(payload.max_age)
+            self.store_key = payload.store_key
+            session = self.session = Session(
+                data, id=payload.session_id, is_new=False, max_age=payload.max_age,
+                loaded=baseline,
+            )
+            return session
+        if not verified:
+            self._refused("invalid", "bad cookie")
+        return self.start_new()
 
     def start_new(self) -> Session:
-        """Start a fresh, empty session (no cookie, or one that was refused)."""
+        """Start a fresh, empty session (no cookie, or none that was alive)."""
         session = self.session = Session(max_age=self.config.options.max_age)
         return session
 
-    def _first_valid_cookie(self) -> CookiePayload | None:
-        """The fields of the first cookie value that is ours and untampered.
-
-        A browser can hold two cookies of one name (another path or domain) and
-        sends the most specific first; the first that verifies is the session.
-        """
-        for value in self.cookie_values:
-            payload = self.config.read_cookie(value)
-            if payload is not None:
-                return payload
-        return None
-
-    def _refuse(self, event: str, reason: str) -> Session:
-        """A fresh session for a refused cookie, and the event that says why."""
+    def _refused(self, event: str, reason: str) -> None:
+        """Emit the event that says why a cookie was refused."""
         options = self.config.options
         options.events.emit(
             f"session:{event}", {"key": options.key, "reason": reason, "handler": self.handler}
         )
-        return self.start_new()
 
     # -- what the handler did --------------------------------------------------
 
