@@ -125,6 +125,46 @@ class TestKeyRotation(SessionsCase):
         self.assertEqual(self.fetch("/read").body, b"0")
 
 
+class TestKeyChangeWithoutRestart(SessionsCase):
+    """A change of the signing settings takes effect at the next request, memory included."""
+
+    def app_settings(self) -> dict[str, Any]:
+        return {"cookie_secret": {1: "leaked-secret-" + "l" * 40}, "key_version": 1}
+
+    def settings(self) -> dict[str, Any]:
+        return self._app.settings
+
+    def test_a_key_removed_from_the_settings_verifies_nothing_any_more(self) -> None:
+        for remove in ("replace the dict", "edit it in place"):
+            with self.subTest(remove=remove):
+                self.settings()["cookie_secret"] = {1: "leaked-secret-" + "l" * 40}
+                self.settings()["key_version"] = 1
+                self.jar.clear()
+                self.fetch("/count")
+                self.assertEqual(self.fetch("/read").body, b"1")  # verified, remembered
+                # The new key comes in; the leaked one still reads until removed.
+                self.settings()["cookie_secret"][2] = "new-secret-" + "n" * 40
+                self.settings()["key_version"] = 2
+                self.assertEqual(self.fetch("/read").body, b"1")
+                leaked_cookie = dict(self.jar)
+                if remove == "replace the dict":
+                    self.settings()["cookie_secret"] = {2: "new-secret-" + "n" * 40}
+                else:
+                    del self.settings()["cookie_secret"][1]
+                self.assertEqual(self.fetch("/read").body, b"0")  # refused at once
+                self.jar = leaked_cookie
+                self.assertEqual(self.fetch("/count").body, b"1")  # a fresh session...
+                self.assertTrue(self.jar[COOKIE].strip('"').startswith("2|1:2|"))  # new key
+
+    def test_the_signing_key_can_change_without_a_restart(self) -> None:
+        self.fetch("/count")
+        self.settings()["cookie_secret"] = {1: "leaked-secret-" + "l" * 40,
+                                            2: "new-secret-" + "n" * 40}
+        self.settings()["key_version"] = 2
+        self.assertEqual(self.fetch("/count").body, b"2")
+        self.assertTrue(self.jar[COOKIE].strip('"').startswith("2|1:2|"))
+
+
 class TestCookieSessionExpiry(SessionsCase):
     """The expiry travels inside the signed payload: a replayed cookie is refused."""
 

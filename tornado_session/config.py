@@ -46,11 +46,13 @@ class SessionConfig:
     ``cookie_line`` writes the ``Set-Cookie`` line (for the mixin).
     """
 
-    __slots__ = ("_cookies", "codec", "cookie_line", "options", "retry_after")
+    __slots__ = ("_cookies", "codec", "cookie_line", "keys", "options", "retry_after")
 
-    def __init__(self, options: SessionOptions, codec: CookieCodec) -> None:
+    def __init__(self, options: SessionOptions, codec: CookieCodec, *, keys: Any = None) -> None:
         self.options = options
         self.codec = codec
+        #: What ``codec`` signs with (the mixin compares it with the application's settings).
+        self.keys = keys
         self.cookie_line = SetCookieLine(
             options.key, domain=options.domain, path=options.path, httponly=options.httponly,
             samesite=options.samesite,
@@ -58,6 +60,16 @@ class SessionConfig:
         #: ``Retry-After`` seconds for a 503 caused by a store outage.
         self.retry_after = max(1, math.ceil(options.reconnect_timeout))
         self._cookies: dict[str, CookiePayload] = {}
+
+    def use_codec(self, codec: CookieCodec, *, keys: Any) -> None:
+        """Sign and verify with ``codec`` from now on; forget what the old one verified.
+
+        Called when the signing keys change: a cookie verified with a key that
+        is gone must not be accepted from memory.
+        """
+        self.codec = codec
+        self.keys = keys
+        self._cookies = {}
 
     def read_cookie(self, value: str) -> CookiePayload | None:
         """The fields of a cookie value that is ours and untampered, else ``None``.

@@ -93,7 +93,7 @@ class SessionMixin(_HandlerBase):
             if cookie_values is None:
                 cookie_values = self.get_session_cookie()
             context = self._session_ctx = SessionContext(
-                application_config(self.application), cookie_values,
+                _current_config(self.application), cookie_values,
                 handler=self, name=type(self).__name__,
             )
         return context
@@ -393,11 +393,37 @@ def application_config(application: tornado.web.Application) -> SessionConfig:
         return config
     settings = application.settings
     options = SessionOptions.coerce(settings.get("session"))
-    codec = CookieCodec(options.key, encode=options.encode, decode=options.decode,
-                        **_signing(settings, options))
-    config = SessionConfig(options, codec)
+    config = SessionConfig(options, _codec(settings, options), keys=_signing_keys(settings))
     setattr(application, _CONFIG_ATTRIBUTE, config)
     return config
+
+
+def _current_config(application: tornado.web.Application) -> SessionConfig:
+    """`application_config`, its signing keys brought up to date with the settings.
+
+    Changing ``cookie_secret`` or ``key_version`` in ``application.settings``
+    (a new value, or a ``{version: secret}`` dict edited in place) takes
+    effect at the next request: a key removed because it leaked verifies
+    nothing from then on, not even a cookie it verified before.  Checked
+    once per request that has a session (a comparison with a copy).
+    """
+    config = application_config(application)
+    settings = application.settings
+    secret, key_version = config.keys
+    if settings.get("cookie_secret") != secret or settings.get("key_version") != key_version:
+        config.use_codec(_codec(settings, config.options), keys=_signing_keys(settings))
+    return config
+
+
+def _signing_keys(settings: Mapping[str, Any]) -> tuple[Any, Any]:
+    """A copy of the settings that signing is made from (a dict secret is copied)."""
+    secret = settings.get("cookie_secret")
+    return (dict(secret) if isinstance(secret, dict) else secret), settings.get("key_version")
+
+
+def _codec(settings: Mapping[str, Any], options: SessionOptions) -> CookieCodec:
+    return CookieCodec(options.key, encode=options.encode, decode=options.decode,
+                       **_signing(settings, options))
 
 
 def _signing(settings: Mapping[str, Any], options: SessionOptions) -> dict[str, Any]:
@@ -416,13 +442,15 @@ def _signing(settings: Mapping[str, Any], options: SessionOptions) -> dict[str, 
         raise SessionOptionError(
             "session option signed=True needs the application setting cookie_secret "
             "(a long random str, or {version: secret} with key_version); "
-            "or pass signed=False"
+            "or pass signed=False with an encode/decode that authenticates the cookie"
         )
     signer = Signer(secret, key_version=key_version, clock=options.clock)
     # The expiry travels inside the payload and is checked by the lifecycle;
-    # Tornado's own timestamp check must not cut sessions at 31 days.
+    # Tornado's own timestamp check must not cut sessions at 31 days.  The
+    # secret is a copy, as the signer's is: a change of the settings takes
+    # effect through `_current_config`, for both at once.
     unsign = functools.partial(
-        tornado.web.decode_signed_value, secret, max_age_days=float("inf"), min_version=2,
-        clock=options.clock,
+        tornado.web.decode_signed_value, _signing_keys(settings)[0], max_age_days=float("inf"),
+        min_version=2, clock=options.clock,
     )
     return {"sign": signer.sign, "unsign": unsign}
