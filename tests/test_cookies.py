@@ -165,6 +165,36 @@ class TestKeyChangeWithoutRestart(SessionsCase):
         self.assertTrue(self.jar[COOKIE].strip('"').startswith("2|1:2|"))
 
 
+class TestAbsoluteLifetimeOfCookieSessions(SessionsCase):
+    """Cookie sessions end at ``absolute_max_age`` too, however often ``renew`` renews them."""
+
+    def make_store(self) -> None:
+        return None
+
+    def session_options(self) -> dict[str, Any]:
+        return {"renew": True, "max_age": 60, "absolute_max_age": 100}
+
+    def test_a_renewed_cookie_session_ends_at_its_absolute_lifetime(self) -> None:
+        self.fetch("/count")
+        for _ in range(3):
+            self.clock.advance(31)  # less than half of max_age left: renew re-issues it
+            self.assertEqual(self.fetch("/read").body, b"1")
+        self.clock.advance(8)  # 101 s after it began
+        self.assertEqual(self.fetch("/read").body, b"0")
+
+    def test_the_cookie_expiry_never_passes_the_absolute_deadline(self) -> None:
+        self.fetch("/count")
+        self.clock.advance(50)  # max_age (60) from now would pass the deadline (100)
+        morsel = self.session_cookie(self.fetch("/count"))
+        assert morsel is not None
+        value = tornado.web.decode_signed_value(
+            COOKIE_SECRET, COOKIE, morsel.value, max_age_days=float("inf"), clock=self.clock
+        )
+        assert value is not None
+        payload = orjson.loads(value)
+        self.assertAlmostEqual(payload["e"], payload["c"] + 100, places=2)
+
+
 class TestCookieSessionExpiry(SessionsCase):
     """The expiry travels inside the signed payload: a replayed cookie is refused."""
 

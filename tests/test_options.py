@@ -49,6 +49,8 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("reconnect_timeout", -1),
     ("reconnect_timeout", "10"),
     ("touch_after", -1),
+    ("absolute_max_age", 0),
+    ("absolute_max_age", "1 day"),
     ("events", {}),
     ("clock", 12.0),
 ]
@@ -190,6 +192,9 @@ class TestSecondsSettings(unittest.TestCase):
             "session option max_age": (lambda v: SessionOptions(max_age=v), "> 0 or None"),
             "session option reconnect_timeout": (
                 lambda v: SessionOptions(reconnect_timeout=v), ">= 0"
+            ),
+            "session option absolute_max_age": (
+                lambda v: SessionOptions(absolute_max_age=v), "> 0 or None"
             ),
             "session.max_age": (session_max_age, "> 0 or None"),
             "MemoryStore option sweep_interval": (lambda v: MemoryStore(sweep_interval=v), "> 0"),

@@ -272,6 +272,40 @@ class SecurityCases(SessionTestCase):
         )
         self.assertEqual((response.code, orjson.loads(response.body)), (200, {}))
 
+    # -- the absolute lifetime ----------------------------------------------------------
+
+    async def keep_active(self, seconds: int, every: int = 30) -> None:
+        """Use the session every ``every`` seconds for ``seconds`` (rolling keeps it alive)."""
+        for _ in range(seconds // every):
+            self.clock.advance(every)
+            response = await self.fetch_async("/whoami")
+            self.assertEqual(orjson.loads(response.body), {"user": "victim"})
+
+    @gen_test
+    async def test_a_session_in_use_ends_at_its_absolute_lifetime(self) -> None:
+        self.use_options(rolling=True, max_age=60, absolute_max_age=100)
+        expired: list[dict[str, Any]] = []
+        self._app.settings["session"].events.on("session:expired", expired.append)
+        await self.post("/login?user=victim")
+        cookie = self.jar[COOKIE]
+        await self.keep_active(90)  # active every 30 s: rolling alone would keep it forever
+        self.clock.advance(15)  # 105 s after the login
+        response = await self.fetch_async("/whoami")
+        self.assertEqual(orjson.loads(response.body), {})
+        self.assertEqual([event["reason"] for event in expired], ["absolute lifetime"])
+        self.assertNotIn(COOKIE, self.jar)  # the response expired the cookie
+        self.assertIsNone(await self.record(self.session_id(cookie)))  # and the record
+
+    @gen_test
+    async def test_a_login_restarts_the_absolute_lifetime(self) -> None:
+        self.use_options(rolling=True, max_age=60, absolute_max_age=100)
+        await self.post("/login?user=victim")
+        await self.keep_active(90)
+        await self.post("/login?user=victim")  # regenerates: the count starts again
+        await self.keep_active(90)  # 180 s after the first login, 90 after the second
+        self.clock.advance(15)
+        self.assertEqual(orjson.loads((await self.fetch_async("/whoami")).body), {})
+
     # -- a logout or login inside a request that fails -----------------------------------
 
     @gen_test

@@ -37,6 +37,8 @@ class CookiePayload(NamedTuple):
     store_key: str | None
     #: Cookie sessions: the data as canonical JSON (a fresh dict is decoded per request).
     data: bytes | None
+    #: When the session began (``absolute_max_age``), if the cookie says.
+    created: float | None = None
 
 
 class SessionConfig:
@@ -96,15 +98,15 @@ class SessionConfig:
         fields = _payload_fields(self.codec.loads(value), store=self.options.store is not None)
         if fields is None:
             return None
-        expires, max_age, body = fields
+        expires, max_age, body, created = fields
         if isinstance(body, str):
             store_key = self.store_key(body)
-            return CookiePayload(expires, max_age, body, store_key, None)
+            return CookiePayload(expires, max_age, body, store_key, None, created)
         try:
             data = serializers.dumps(body)
         except SessionError:  # (a custom decode can give anything)
             return None
-        return CookiePayload(expires, max_age, None, None, data)
+        return CookiePayload(expires, max_age, None, None, data, created)
 
     def store_key(self, session_id: str) -> str:
         """The store key of a session id: the prefix and a hash, never the id itself."""
@@ -113,13 +115,16 @@ class SessionConfig:
 
 def _payload_fields(
     payload: dict[str, Any] | None, *, store: bool
-) -> tuple[float, float | None, dict[str, Any] | str] | None:
+) -> tuple[float, float | None, dict[str, Any] | str, float | None] | None:
     """Check a decoded cookie payload's shape; ``None`` when it is not ours."""
     if payload is None:
         return None
     expires: Any = payload.get("e")
     max_age: Any = payload.get("m")
+    created: Any = payload.get("c")
     if not is_seconds(expires) or (max_age is not None and not is_seconds(max_age)):
+        return None
+    if created is not None and not is_seconds(created):
         return None
     if store:
         body: Any = payload.get("i")
@@ -129,4 +134,4 @@ def _payload_fields(
         body = payload.get("d")
         if not isinstance(body, dict):
             return None
-    return float(expires), max_age, body
+    return float(expires), max_age, body, created

@@ -39,7 +39,7 @@ from typing import Any, NamedTuple, TypeVar
 import orjson
 
 from . import serializers
-from .config import MAX_ID_LENGTH, SessionConfig
+from .config import MAX_ID_LENGTH, CookiePayload, SessionConfig
 from .errors import SessionError, StoreUnavailableError
 from .options import SessionOptions
 from .session import Session
@@ -93,6 +93,8 @@ class SessionState:
     expires: float | None = None
     #: When the store's expiry was last written (epoch seconds).
     written_at: float | None = None
+    #: When the session began (``absolute_max_age`` counts from it); ``None``: now.
+    created: float | None = None
     #: Store key of a record this request retired by destroy or regeneration.
     retired_key: str | None = None
     destroyed: bool = False
@@ -181,11 +183,18 @@ def _decide_action(
             or now - state.written_at >= options.touch_after
         )
         return Decision(Action.TOUCH, "rolling", uses_store=store and due)
-    if options.renew and state.expires is not None:
+    if options.renew and state.expires is not None and not _at_deadline(state, options):
         lifetime = options.server_max_age(session.max_age)
         if state.expires - now < lifetime / 2:
             return Decision(Action.SAVE, "renew", uses_store=store)
     return Decision(Action.SKIP, "unchanged")
+
+
+def _at_deadline(state: SessionState, options: SessionOptions) -> bool:
+    """Whether the session's expiry is already its ``absolute_max_age`` deadline."""
+    if options.absolute_max_age is None or state.created is None or state.expires is None:
+        return False
+    return state.expires >= state.created + options.absolute_max_age - 1
 
 
 def _after_headers(
@@ -201,6 +210,12 @@ def _after_headers(
                         send_cookie=False, lost_cookie=state.cookie_sent)
     return Decision(Action.SKIP, f"{decision.reason}, but headers were already sent",
                     lost_cookie=True)
+
+
+def _past_absolute_lifetime(payload: CookiePayload, options: SessionOptions, now: float) -> bool:
+    """Whether a cookie's session began more than ``absolute_max_age`` ago."""
+    limit = options.absolute_max_age
+    return limit is not None and payload.created is not None and payload.created + limit <= now
 
 
 class _MustWait:
@@ -295,11 +310,16 @@ class SessionContext:
         store = options.store
         now = options.clock()
         verified = False
+        ended_key: str | None = None
         for value in self.cookie_values[:_MOST_COOKIE_VALUES]:
             payload = config.read_cookie(value)
             if payload is None:
                 continue
             verified = True
+            if _past_absolute_lifetime(payload, options, now):
+                self._refused("expired", "absolute lifetime")
+                ended_key = ended_key or payload.store_key
+                continue
             if payload.expires <= now:
                 self._refused("expired", "expired")
                 continue
@@ -320,6 +340,7 @@ class SessionContext:
                 continue
             self.state.expires = payload.expires
             self.state.written_at = payload.expires - options.server_max_age(payload.max_age)
+            self.state.created = payload.created
             self.store_key = payload.store_key
             session = self.session = Session(
                 data, id=payload.session_id, is_new=False, max_age=payload.max_age,
@@ -328,6 +349,9 @@ class SessionContext:
             return session
         if not verified:
             self._refused("invalid", "bad cookie")
+        if ended_key is not None:  # its record goes at the commit, as after a logout
+            self.state.retired_key = ended_key
+            self.state.destroyed = True
         return self.start_new()
 
     def start_new(self) -> Session:
@@ -347,6 +371,7 @@ class SessionContext:
     def destroy(self) -> Session:
         """Mark the session destroyed and give the handler a fresh, empty one."""
         self._retire()
+        self.state.created = None
         self.state.destroyed = True
         self.state.regenerated = False
         return self.start_new()
@@ -355,6 +380,7 @@ class SessionContext:
         """Keep the data under a new id; the old record goes at the commit."""
         assert self.session is not None
         self._retire()
+        self.state.created = None  # (absolute_max_age counts from the login)
         self.state.regenerated = True
         self.session._renew_identity()
 
@@ -430,8 +456,8 @@ class SessionContext:
                 state.retired_key = None
             return self.complete(decision)
         options = self.config.options
-        lifetime = options.server_max_age(session.max_age)
         now = options.clock()
+        lifetime = self._lifetime(now)
         if decision.action is Action.TOUCH:
             assert self.store_key is not None
             written = await self.call_store(store.touch, self.store_key, lifetime)
@@ -486,7 +512,7 @@ class SessionContext:
         session._mark_saved()
         now = options.clock()
         if options.store is None:
-            expires = round(now + options.server_max_age(session.max_age), 3)
+            expires = round(now + self._lifetime(now), 3)
             payload: dict[str, Any] = {"e": expires, "m": session.max_age}
             if options.encode is None:
                 payload["d"] = orjson.Fragment(session.baseline)
@@ -496,12 +522,26 @@ class SessionContext:
         else:
             assert session.id is not None and self.state.expires is not None
             payload = {"e": self.state.expires, "m": session.max_age, "i": session.id}
+        if options.absolute_max_age is not None:
+            if self.state.created is None:
+                self.state.created = now
+            payload["c"] = self.state.created
         self._reset_state()
         if not decision.send_cookie:
             return None
         value = self.config.codec.dumps(payload)
         expires_at = None if session.max_age is None else now + session.max_age
         return CookieUpdate(value, session.max_age, expires_at)
+
+    def _lifetime(self, now: float) -> float:
+        """Seconds the session lives from ``now``: its ``max_age``, cut at the absolute deadline."""
+        options = self.config.options
+        assert self.session is not None
+        lifetime = options.server_max_age(self.session.max_age)
+        if options.absolute_max_age is not None:
+            created = self.state.created if self.state.created is not None else now
+            lifetime = min(lifetime, max(created + options.absolute_max_age - now, 0.001))
+        return lifetime
 
     def _reset_state(self) -> None:
         self.state.destroyed = False

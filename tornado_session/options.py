@@ -53,7 +53,9 @@ class SessionOptions:
     ``encode``/``decode``: custom cookie payload codec.  ``reconnect_timeout``:
     how long a request waits for a disconnected store before a 503.
     ``touch_after``: with ``rolling``, write an unchanged session's expiry to the
-    store at most once per this many seconds.  ``events``: the emitter of
+    store at most once per this many seconds.  ``absolute_max_age``: a session
+    ends this many seconds after it began (after login: regeneration restarts
+    the count), however active it is.  ``events``: the emitter of
     ``session:missed``, ``session:invalid`` and ``session:expired``.
     ``clock``: where the time comes from (tests pass a fake one).
     """
@@ -80,6 +82,7 @@ class SessionOptions:
     decode: Callable[[str], dict[str, Any]] | None = None
     reconnect_timeout: float = 10.0
     touch_after: float | None = None
+    absolute_max_age: float | None = None
     events: EventEmitter = field(default_factory=EventEmitter)
     clock: Callable[[], float] = time.time
 
@@ -118,6 +121,7 @@ class SessionOptions:
                   "any expiry)")
         check_seconds("session option reconnect_timeout", self.reconnect_timeout, allow_zero=True)
         self._check_touch_after()
+        check_seconds("session option absolute_max_age", self.absolute_max_age, allow_none=True)
         if not isinstance(self.events, EventEmitter):
             _fail("events", self.events, "a tornado_session.events.EventEmitter")
         if not callable(self.clock):
