@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import concurrent.futures
 import contextlib
 import functools
 import hashlib
@@ -83,43 +84,89 @@ PASSWORD_MIN = 8
 #: scrypt's cost grows with the input; a limit keeps one request from being expensive.
 PASSWORD_MAX = 1024
 
-# scrypt's cost: 16 MiB and ~50 ms per hash on a 2020s core (OWASP's minimum is n=2**17
-# with r=8 for new systems; raise it where logins are rare and cores are many).
-_SCRYPT_N = 2**14
-_SCRYPT_R = 8
-_SCRYPT_P = 1
-
 
 # -- passwords -------------------------------------------------------------------
 
 
-def hash_password(password: str, *, salt: bytes | None = None) -> str:
+@dataclass(frozen=True, slots=True)
+class ScryptCost:
+    """scrypt's work factors: ``n`` (CPU and memory), ``r`` (block size), ``p`` (lanes).
+
+    One hash takes ``128 * n * r`` bytes of memory and time in proportion.
+    """
+
+    #: CPU and memory cost, a power of 2 above 1.
+    n: int
+    #: Block size (8 is what every guidance assumes).
+    r: int
+    #: Parallelism: lanes computed one after the other here.
+    p: int
+
+    def __post_init__(self) -> None:
+        if self.n < 2 or self.n & (self.n - 1):
+            raise ValueError(f"ScryptCost n={self.n!r}: a power of 2 above 1 is needed")
+        if self.r < 1 or self.p < 1:
+            raise ValueError(f"ScryptCost r={self.r!r}, p={self.p!r}: both must be 1 or more")
+
+    @property
+    def maxmem(self) -> int:
+        """The memory OpenSSL must be allowed for this cost (its default stops at 32 MiB)."""
+        return 128 * self.r * (self.n + self.p + 2)
+
+
+#: OWASP's Password Storage Cheat Sheet for scrypt: N=2**17, r=8, p=1, i.e.
+#: 128 MiB per hash (about 0.1 s on a fast core, 1 s on a slow one).
+OWASP_SCRYPT_COST = ScryptCost(n=2**17, r=8, p=1)
+
+#: The cost of new hashes, read at each hash (tests lower it: they sign up a
+#: lot). Existing records keep theirs (``scrypt$n$r$p$salt$hash``) and still
+#: verify after a change.
+SCRYPT_COST = OWASP_SCRYPT_COST
+
+#: The most memory one verification may take: a record asking for more (a
+#: tampered users collection) fails to verify instead of taking the machine.
+SCRYPT_MAXMEM_LIMIT = 1024 * 1024 * 1024
+
+#: Hashes computed at once. Each holds ``128 * n * r`` bytes (128 MiB at
+#: OWASP's cost) until it ends, so a burst of logins queues here instead of
+#: taking a thread, and its memory, per request.
+HASH_THREADS = 2
+
+
+def hash_password(
+    password: str, *, salt: bytes | None = None, cost: ScryptCost | None = None
+) -> str:
     """Return a self-describing scrypt hash of ``password`` with a fresh salt.
 
     The record carries its parameters (``scrypt$n$r$p$salt$hash``), so the cost
     can be raised later without breaking the passwords already stored.
+    ``cost`` defaults to `SCRYPT_COST`.
     """
+    cost = SCRYPT_COST if cost is None else cost
     salt = secrets.token_bytes(16) if salt is None else salt
     digest = hashlib.scrypt(
-        password.encode("utf-8"), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32
+        password.encode("utf-8"), salt=salt, n=cost.n, r=cost.r, p=cost.p,
+        maxmem=cost.maxmem, dklen=32,
     )
-    return "$".join(
-        ["scrypt", str(_SCRYPT_N), str(_SCRYPT_R), str(_SCRYPT_P), _b64(salt), _b64(digest)]
-    )
+    return "$".join(["scrypt", str(cost.n), str(cost.r), str(cost.p), _b64(salt), _b64(digest)])
 
 
 def check_password(password: str, record: str) -> bool:
-    """Whether ``password`` matches ``record`` (from `hash_password`), in constant time."""
+    """Whether ``password`` matches ``record`` (from `hash_password`), in constant time.
+
+    The record's own cost is used, whatever `SCRYPT_COST` is now.
+    """
     try:
         scheme, n, r, p, salt, digest = record.split("$")
         if scheme != "scrypt":
             return False
+        cost = ScryptCost(n=int(n), r=int(r), p=int(p))
         expected = _unb64(digest)
         candidate = hashlib.scrypt(
-            password.encode("utf-8"), salt=_unb64(salt), n=int(n), r=int(r), p=int(p),
-            dklen=len(expected),
+            password.encode("utf-8"), salt=_unb64(salt), n=cost.n, r=cost.r, p=cost.p,
+            maxmem=min(cost.maxmem, SCRYPT_MAXMEM_LIMIT), dklen=len(expected),
         )
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error):  # OpenSSL says ValueError for a cost over maxmem
         return False
     return hmac.compare_digest(candidate, expected)
 
@@ -127,19 +174,21 @@ def check_password(password: str, record: str) -> bool:
 def verify_login(password: str, record: str | None) -> bool:
     """Check ``password`` against an account's ``record``; ``None``: no such account.
 
-    An unknown username is checked against a throw-away hash all the same, so a
-    wrong username takes as long as a wrong password and the timing does not
-    tell which usernames exist.
+    An unknown username is checked against a throw-away record of the current
+    cost all the same, so a wrong username takes as long as a wrong password
+    and the timing does not tell which usernames exist.
     """
     if record is None:
-        check_password(password, _dummy_record())
+        check_password(password, _dummy_record(SCRYPT_COST))
         return False
     return check_password(password, record)
 
 
 @functools.cache
-def _dummy_record() -> str:
-    return hash_password(secrets.token_urlsafe(16))
+def _dummy_record(cost: ScryptCost) -> str:
+    """A record no password matches: a random salt and digest, nothing to compute."""
+    return "$".join(["scrypt", str(cost.n), str(cost.r), str(cost.p),
+                     _b64(secrets.token_bytes(16)), _b64(secrets.token_bytes(32))])
 
 
 def _b64(raw: bytes) -> str:
@@ -150,9 +199,16 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+@functools.cache
+def _hashing_pool() -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="scrypt")
+
+
 async def _in_thread(function: Any, *args: Any) -> Any:
-    """Run a CPU-heavy call (scrypt) in a thread: the IOLoop keeps serving meanwhile."""
-    return await tornado.ioloop.IOLoop.current().run_in_executor(None, function, *args)
+    """Run scrypt in one of `HASH_THREADS` threads: the IOLoop keeps serving meanwhile."""
+    return await tornado.ioloop.IOLoop.current().run_in_executor(
+        _hashing_pool(), function, *args
+    )
 
 
 # -- users --------------------------------------------------------------------------

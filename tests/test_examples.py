@@ -17,9 +17,11 @@ import subprocess
 import sys
 import threading
 import time
+import unittest
 import urllib.parse
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import orjson
 import tornado.web
@@ -35,6 +37,8 @@ from tornado_session.stores import MemoryStore
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "examples-test-secret-" + "s" * 32
 SESSION = "tornado.sess"
+#: scrypt's cost in the tests that sign up and log in many times.
+CHEAP_COST = login.ScryptCost(n=2**10, r=8, p=1)
 _XSRF_INPUT = re.compile(r'<input type="hidden" name="_xsrf" value="([^"]+)"')
 
 
@@ -49,9 +53,12 @@ class Browser:
     def request(
         self, method: str, path: str, form: dict[str, str] | None = None, *,
         xsrf: bool = True, cookies: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> HTTPResponse:
         jar = self.jar if cookies is None else cookies
-        headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in jar.items())} if jar else {}
+        headers = dict(headers or {})
+        if jar:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in jar.items())
         body = None
         if method == "POST":
             fields = dict(form or {})
@@ -137,6 +144,11 @@ class LoginAppTest(AsyncHTTPTestCase):
     """The login app on a MemoryStore, with a test client per browser."""
 
     def setUp(self) -> None:
+        # scrypt at OWASP's cost takes ~1 s here: these tests hash a lot, so
+        # they lower it (TestPasswordHashing checks the default).
+        cheap = mock.patch.object(login, "SCRYPT_COST", CHEAP_COST)
+        cheap.start()
+        self.addCleanup(cheap.stop)
         self.store = MemoryStore()
         self.users = login.MemoryUsers()
         super().setUp()
@@ -371,6 +383,29 @@ class TestLoginFailures(LoginAppTest):
     def test_garbage_session_cookie_is_a_fresh_visitor(self) -> None:
         response = self.browser.get("/profile", cookies={SESSION: "garbage|x|y"})
         self.assert_redirect(response, "/login")
+
+
+# -- the attack review of the login example (issue 14, items 9-11) -------------------------
+
+
+class TestPasswordHashing(unittest.TestCase):
+    """At the module's default cost: OWASP's (slow on purpose, a second or so here)."""
+
+    def test_new_hashes_use_owasps_scrypt_cost(self) -> None:
+        record = login.hash_password("correct horse")
+        self.assertTrue(record.startswith("scrypt$131072$8$1$"), record)
+        self.assertTrue(login.check_password("correct horse", record))
+        self.assertFalse(login.check_password("correct horsE", record))
+
+    def test_a_record_with_the_old_cost_still_verifies(self) -> None:
+        old = ("scrypt$16384$8$1$b2xkLXJlY29yZC1zYWx0IQ$"
+               "EYA1OL2hwRvsiGT-xh3PyaXMTS0GcNqggICUmMmgxuE")
+        self.assertTrue(login.check_password("correct horse", old))
+        self.assertFalse(login.check_password("correct horsE", old))
+
+    def test_a_record_beyond_the_memory_bound_is_refused_not_computed(self) -> None:
+        huge = "scrypt$1073741824$8$1$b2xkLXJlY29yZC1zYWx0IQ$" + "A" * 43
+        self.assertFalse(login.check_password("correct horse", huge))
 
 
 class TestLoginAppConfiguration(AsyncHTTPTestCase):
