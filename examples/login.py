@@ -406,14 +406,23 @@ class LoginHandler(BaseHandler):
         self.page("login.html", error=None, username="")
 
     async def post(self) -> None:
-        username, password = self.credentials()
-        problem = check_username(username) or check_password_input(password, new=False)
+        try:
+            username, password = self.credentials()
+        except tornado.web.HTTPError:  # a field that is not UTF-8
+            username, password, problem = "", "", "Send the form as UTF-8."
+        else:
+            problem = check_username(username) or check_password_input(password, new=False)
+        user = None if problem else await self.users.find(username)
+        # Exactly one hash on every path (unknown username, wrong password,
+        # input refused before any look-up): the time of the answer does not
+        # tell which usernames exist.
+        matches = await _in_thread(
+            verify_login, password[:PASSWORD_MAX], user.password_hash if user else None
+        )
         if problem:
             self.page("login.html", status=400, error=problem, username=username)
             return
-        user = await self.users.find(username)
-        record = user.password_hash if user is not None else None
-        if user is None or not await _in_thread(verify_login, password, record):
+        if user is None or not matches:
             self.page("login.html", status=403, error="Wrong username or password.",
                       username=username)
             return

@@ -8,6 +8,7 @@ cookies of each step.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import logging
 import os
@@ -386,6 +387,64 @@ class TestLoginFailures(LoginAppTest):
 
 
 # -- the attack review of the login example (issue 14, items 9-11) -------------------------
+
+
+class CountingScrypt:
+    """``hashlib.scrypt``, counting its calls and the ``(n, r, p)`` of each."""
+
+    def __init__(self) -> None:
+        self.real = hashlib.scrypt
+        self.calls: list[tuple[int, int, int]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, password: bytes, **kwargs: Any) -> bytes:
+        with self.lock:
+            self.calls.append((kwargs["n"], kwargs["r"], kwargs["p"]))
+        return self.real(password, **kwargs)
+
+    def take(self) -> list[tuple[int, int, int]]:
+        with self.lock:
+            calls, self.calls = self.calls, []
+        return calls
+
+
+class TestLoginTiming(LoginAppTest):
+    def test_every_login_attempt_hashes_once_at_the_accounts_cost(self) -> None:
+        """Unknown, known and invalid usernames all cost one scrypt: timing tells nothing."""
+        self.signup(self.browser, "alice", "correct horse")
+        alice = self.io_loop.run_sync(lambda: self.users.find("alice"))
+        assert alice is not None
+        _, n, r, p, _, _ = alice.password_hash.split("$")
+        cost = (int(n), int(r), int(p))
+        self.browser.post("/logout")
+        self.browser.get("/login")
+        attempts = {
+            "unknown username": {"username": "nobody", "password": "some password"},
+            "wrong password": {"username": "alice", "password": "wrong password"},
+            "right password": {"username": "alice", "password": "correct horse"},
+            "empty username": {"username": "", "password": "some password"},
+            "no fields": {},
+            "overlong username": {"username": "u" * 65, "password": "some password"},
+            "control character": {"username": "a\nb", "password": "some password"},
+            "empty password": {"username": "alice", "password": ""},
+            "overlong password": {"username": "alice", "password": "p" * 1025},
+        }
+        scrypt = CountingScrypt()
+        with mock.patch("hashlib.scrypt", scrypt):
+            for case, form in attempts.items():
+                with self.subTest(case):
+                    response = self.browser.post("/login", form)
+                    self.assertIn(response.code, (302, 400, 403), text(response))
+                    self.assertEqual(scrypt.take(), [cost])
+                    self.browser.jar.pop(SESSION, None)  # anonymous again
+            with self.subTest("invalid UTF-8"):
+                response = self.fetch(
+                    "/login", method="POST",
+                    body=b"username=%FF%FE&password=x&_xsrf=" + (self.browser.xsrf or "").encode(),
+                    headers={"Cookie": f"_xsrf={self.browser.jar['_xsrf']}"},
+                )
+                self.assertEqual(response.code, 400)
+                self.assertEqual(scrypt.take(), [cost])
 
 
 class TestPasswordHashing(unittest.TestCase):
