@@ -83,6 +83,14 @@ USERNAME_MAX = 64
 PASSWORD_MIN = 8
 #: scrypt's cost grows with the input; a limit keeps one request from being expensive.
 PASSWORD_MAX = 1024
+#: Flash messages a session keeps; older ones are dropped, so a session that
+#: never shows a page (a script posting again and again) cannot grow for ever.
+FLASH_MAX = 10
+#: A cookie that carries a notice to the login page for a visitor, who has no
+#: session and gets none: its value only picks one of `NOTICES`, never shown.
+NOTICE_COOKIE = "login_notice"
+#: The fixed texts a notice cookie may pick.
+NOTICES = {"profile": "Log in to see your profile."}
 
 
 # -- passwords -------------------------------------------------------------------
@@ -345,12 +353,31 @@ class BaseHandler(SessionMixin, tornado.web.RequestHandler):
         return username
 
     def flash(self, message: str, category: str = "info") -> None:
-        """Keep ``message`` in the session until the next page shows it."""
-        self.session.setdefault("flash", []).append([category, message])
+        """Keep ``message`` in the session until the next page shows it.
+
+        Only the newest `FLASH_MAX` are kept. Never flash for a visitor who is
+        not logged in: that would store a session per request (use `notice`).
+        """
+        messages: list[list[str]] = self.session.get("flash", [])
+        self.session["flash"] = [*messages, [category, message]][-FLASH_MAX:]
+
+    def notice(self, name: str) -> None:
+        """Have the login page show ``NOTICES[name]``, without a session.
+
+        For a visitor: a short-lived cookie for ``/login`` names the notice, so
+        nothing is stored and no session cookie is sent, however often it comes.
+        """
+        self.set_cookie(NOTICE_COOKIE, name, path="/login", max_age=60, httponly=True,
+                        samesite="Lax")
 
     def page(self, template: str, *, status: int = 200, **values: Any) -> None:
-        """Render ``template`` with the flash messages, which are then gone."""
+        """Render ``template`` with the flash messages and notice, which are then gone."""
         messages: list[list[str]] = self.session.pop("flash", [])
+        notice = self.get_cookie(NOTICE_COOKIE)
+        if notice is not None:
+            self.clear_cookie(NOTICE_COOKIE, path="/login")
+            if notice in NOTICES:  # a fixed text: the cookie's value is never shown
+                messages.append(["info", NOTICES[notice]])
         self.set_status(status)
         self.render(template, messages=messages, **values)
 
@@ -434,7 +461,7 @@ class LoginHandler(BaseHandler):
 class ProfileHandler(BaseHandler):
     def get(self) -> None:
         if not self.current_user:
-            self.flash("Log in to see your profile.")
+            self.notice("profile")
             self.redirect("/login")
             return
         login_at = time.strftime("%Y-%m-%d %H:%M:%S UTC",
@@ -444,9 +471,11 @@ class ProfileHandler(BaseHandler):
 
 class LogoutHandler(BaseHandler):
     async def post(self) -> None:
+        logged_in = self.current_user is not None
         await self.destroy_session()
-        # A message after the destroy starts a new session under a new id.
-        self.flash("You are logged out.")
+        if logged_in:  # a visitor's logout stores nothing
+            # A message after the destroy starts a new session under a new id.
+            self.flash("You are logged out.")
         self.redirect("/login")
 
 

@@ -447,6 +447,47 @@ class TestLoginTiming(LoginAppTest):
                 self.assertEqual(scrypt.take(), [cost])
 
 
+class TestAnonymousVisitors(LoginAppTest):
+    def test_anonymous_profile_visits_store_nothing_and_set_no_session_cookie(self) -> None:
+        for _ in range(1000):
+            response = self.browser.get("/profile", cookies={})
+            self.assert_redirect(response, "/login")
+            self.assertNotIn(SESSION, set_cookies(response))
+        self.assertEqual(self.io_loop.run_sync(self.store.count), 0)
+
+    def test_the_login_notice_is_a_fixed_text_never_the_cookies(self) -> None:
+        for value in ("<script>alert(1)</script>", "profile%3Cb%3E", "x" * 100):
+            page = self.browser.get("/login", cookies={"login_notice": value})
+            self.assertEqual(page.code, 200)
+            self.assertNotIn("<script>alert", text(page))
+            self.assertNotIn(value, text(page))
+            self.assertNotIn('class="flash', text(page))
+
+    def test_anonymous_logout_stores_nothing(self) -> None:
+        self.browser.get("/login")
+        xsrf = {"_xsrf": self.browser.jar["_xsrf"]}
+        for _ in range(50):
+            response = self.browser.post("/logout", cookies=xsrf)
+            self.assert_redirect(response, "/login")
+            self.assertNotIn(SESSION, set_cookies(response))
+        self.assertEqual(self.io_loop.run_sync(self.store.count), 0)
+
+    def test_flash_messages_are_capped_keeping_the_newest(self) -> None:
+        self.signup(self.browser)
+        for _ in range(15):  # logging in again and again, no page in between
+            self.assert_redirect(
+                self.browser.post("/login", {"username": "alice", "password": "correct horse"}),
+                "/profile",
+            )
+        key = hash_session_id(session_id(self.browser.jar[SESSION]))
+        record = self.io_loop.run_sync(lambda: self.store.get(key))
+        assert record is not None
+        self.assertEqual(len(record["flash"]), 10)
+        self.assertEqual(record["flash"][-1], ["info", "Welcome back, alice."])
+        profile = self.browser.get("/profile")
+        self.assertEqual(text(profile).count('class="flash'), 10)
+
+
 class TestPasswordHashing(unittest.TestCase):
     """At the module's default cost: OWASP's (slow on purpose, a second or so here)."""
 
