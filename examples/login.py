@@ -32,12 +32,15 @@ import contextlib
 import functools
 import hashlib
 import hmac
+import ipaddress
 import logging
+import math
 import os
 import secrets
 import time
 import unicodedata
-from collections.abc import Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -310,6 +313,114 @@ class MongoUsers:
             raise StoreUnavailableError(f"the users collection is unreachable: {exc}") from exc
 
 
+# -- throttling ---------------------------------------------------------------------
+
+
+class _Failures:
+    """Failure times per key in a sliding window, for at most ``max_keys`` keys."""
+
+    def __init__(self, limit: int, window: float, max_keys: int) -> None:
+        self.limit = limit
+        self.window = window
+        self.max_keys = max_keys
+        #: key -> its last ``limit`` failure times; the key failed last at the end.
+        self._times: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._times)
+
+    def wait(self, key: str, now: float) -> float:
+        """Seconds until ``key`` has fewer than ``limit`` failures in the window."""
+        times = self._times.get(key)
+        if times is None:
+            return 0.0
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if not times:
+            del self._times[key]
+            return 0.0
+        if len(times) < self.limit:
+            return 0.0
+        return times[0] + self.window - now
+
+    def add(self, key: str, now: float) -> None:
+        """Count a failure of ``key``; past ``max_keys``, forget the key idle longest."""
+        times = self._times.pop(key, None)
+        if times is None:
+            times = deque(maxlen=self.limit)
+        times.append(now)
+        self._times[key] = times
+        while len(self._times) > self.max_keys:
+            self._times.popitem(last=False)
+
+    def forget(self, key: str) -> None:
+        self._times.pop(key, None)
+
+
+class LoginThrottle:
+    """A bound on failed logins per username and per client address, in memory.
+
+    At ``per_username`` failures of one username, or ``per_address`` from one
+    client address (an IPv6 client: its /64), within ``window`` seconds, the
+    next attempts are refused without checking the password until the oldest
+    failure leaves the window (`retry_after`). Unknown usernames count like
+    known ones, so the refusal does not tell which exist. A successful login
+    does not count and clears its username's failures; refused attempts do not
+    count either, so the wait is never extended by trying. Each table keeps at
+    most ``max_keys`` keys, dropping the one idle longest.
+
+    One process's memory: behind several processes each keeps its own count
+    (a shared store, Redis say, would make the bound global).
+    """
+
+    def __init__(
+        self, *, per_username: int = 5, per_address: int = 20, window: float = 15 * 60,
+        max_keys: int = 10_000, clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.clock = clock
+        self._usernames = _Failures(per_username, window, max_keys)
+        self._addresses = _Failures(per_address, window, max_keys)
+
+    def retry_after(self, username: str | None, address: str) -> float:
+        """Seconds until ``username`` (``None``: not a valid one) may try from ``address``.
+
+        0 means now.
+        """
+        now = self.clock()
+        wait = self._addresses.wait(_address_key(address), now)
+        if username is not None:
+            wait = max(wait, self._usernames.wait(username, now))
+        return wait
+
+    def failed(self, username: str | None, address: str) -> None:
+        """Count a failed login (``username`` ``None``: not a valid one, not counted)."""
+        now = self.clock()
+        self._addresses.add(_address_key(address), now)
+        if username is not None:
+            self._usernames.add(username, now)
+
+    def succeeded(self, username: str) -> None:
+        """A login succeeded: the username's failures are forgotten, not the address's."""
+        self._usernames.forget(username)
+
+    def size(self) -> int:
+        """How many usernames and addresses are held (each table is bounded)."""
+        return len(self._usernames) + len(self._addresses)
+
+
+def _address_key(address: str) -> str:
+    """The client as counted: an IPv4 address, or an IPv6 one's /64 (one subscriber's)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 # -- input ---------------------------------------------------------------------------
 
 
@@ -346,6 +457,12 @@ class BaseHandler(SessionMixin, tornado.web.RequestHandler):
         """The application's accounts (the ``users`` setting)."""
         users: Users = self.settings["users"]
         return users
+
+    @property
+    def throttle(self) -> LoginThrottle:
+        """The application's bound on failed logins (the ``login_throttle`` setting)."""
+        throttle: LoginThrottle = self.settings["login_throttle"]
+        return throttle
 
     def get_current_user(self) -> str | None:
         """The logged-in username (Tornado's ``current_user``), from the session."""
@@ -439,6 +556,20 @@ class LoginHandler(BaseHandler):
             username, password, problem = "", "", "Send the form as UTF-8."
         else:
             problem = check_username(username) or check_password_input(password, new=False)
+        # Failures are counted per username only for a valid one (64 characters
+        # at most, so the table's memory stays bounded), always per address.
+        account = username if check_username(username) is None else None
+        address = self.request.remote_ip or ""
+        wait = self.throttle.retry_after(account, address)
+        if wait > 0:
+            # No hash: a refused attempt costs no CPU and learns nothing.
+            self.set_header("Retry-After", str(math.ceil(wait)))
+            minutes = math.ceil(wait / 60)
+            self.page("login.html", status=429, username=username, error=(
+                f"Too many failed logins. Try again in {minutes} "
+                f"minute{'s' if minutes != 1 else ''}."
+            ))
+            return
         user = None if problem else await self.users.find(username)
         # Exactly one hash on every path (unknown username, wrong password,
         # input refused before any look-up): the time of the answer does not
@@ -446,13 +577,15 @@ class LoginHandler(BaseHandler):
         matches = await _in_thread(
             verify_login, password[:PASSWORD_MAX], user.password_hash if user else None
         )
-        if problem:
-            self.page("login.html", status=400, error=problem, username=username)
+        if problem or user is None or not matches:
+            self.throttle.failed(account, address)
+            if problem:
+                self.page("login.html", status=400, error=problem, username=username)
+            else:
+                self.page("login.html", status=403, error="Wrong username or password.",
+                          username=username)
             return
-        if user is None or not matches:
-            self.page("login.html", status=403, error="Wrong username or password.",
-                      username=username)
-            return
+        self.throttle.succeeded(username)
         await self.log_in(user)
         self.flash(f"Welcome back, {user.username}.")
         self.redirect("/profile")
@@ -578,12 +711,14 @@ def make_app(**settings: Any) -> tornado.web.Application:
     """Build the application; every setting has a default that runs in memory.
 
     ``users`` is where accounts live (`MemoryUsers` by default, `MongoUsers`);
+    ``login_throttle`` bounds failed logins (a `LoginThrottle` by default);
     ``session`` must have a store with ``destroy_all`` (for "log out
     everywhere"); ``cookie_secret`` defaults to a random one.
     """
     settings.setdefault("cookie_secret", secrets.token_urlsafe(32))
     settings.setdefault("session", SessionOptions(store=MemoryStore()))
     settings.setdefault("users", MemoryUsers())
+    settings.setdefault("login_throttle", LoginThrottle())
     settings.setdefault("xsrf_cookies", True)
     settings.setdefault("xsrf_cookie_kwargs", {"samesite": "Lax"})
     settings.setdefault("template_loader", tornado.template.DictLoader(TEMPLATES))

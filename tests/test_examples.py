@@ -508,6 +508,124 @@ class TestPasswordHashing(unittest.TestCase):
         self.assertFalse(login.check_password("correct horse", huge))
 
 
+class TestLoginThrottle(LoginAppTest):
+    def fail(self, username: str, **kwargs: Any) -> HTTPResponse:
+        return self.browser.post("/login", {"username": username, "password": "wrong guess"},
+                                 **kwargs)
+
+    def assert_throttled(self, response: HTTPResponse) -> int:
+        self.assertEqual(response.code, 429, text(response))
+        self.assertIn('<form method="post"', text(response))
+        self.assertIn("Too many failed logins.", text(response))
+        retry_after = int(response.headers["Retry-After"])
+        self.assertTrue(1 <= retry_after <= 900, retry_after)
+        return retry_after
+
+    def test_failed_logins_per_username_are_answered_429_with_retry_after(self) -> None:
+        self.signup(Browser(self), "alice", "correct horse")
+        self.signup(Browser(self), "bob", "bobs password")
+        self.browser.get("/login")
+        for _ in range(5):
+            self.assertEqual(self.fail("alice").code, 403)
+        self.assertGreater(self.assert_throttled(self.fail("alice")), 890)
+        # Even the right password: the guesses stop here.
+        right = self.browser.post("/login", {"username": "alice", "password": "correct horse"})
+        self.assert_throttled(right)
+        self.assertNotIn(SESSION, self.browser.jar)
+        # Another name from the same address is not locked.
+        self.assert_redirect(
+            self.browser.post("/login", {"username": "bob", "password": "bobs password"}),
+            "/profile",
+        )
+
+    def test_unknown_usernames_are_throttled_like_known_ones(self) -> None:
+        self.browser.get("/login")
+        for _ in range(5):
+            self.assertEqual(self.fail("nobody").code, 403)
+        self.assert_throttled(self.fail("nobody"))
+
+    def test_successful_logins_do_not_count(self) -> None:
+        self.signup(Browser(self), "alice", "correct horse")
+        self.browser.get("/login")
+        for number in range(19):  # 19 failures, 4 at most per name
+            self.assertEqual(self.fail(f"user{number // 4}").code, 403)
+        for _ in range(3):
+            self.browser.jar.pop(SESSION, None)
+            self.assert_redirect(
+                self.browser.post("/login", {"username": "alice", "password": "correct horse"}),
+                "/profile",
+            )
+        self.browser.jar.pop(SESSION, None)
+        self.assertEqual(self.fail("carol").code, 403)  # the 20th failure
+        self.assert_throttled(self.fail("dave"))
+
+
+class TestLoginThrottleBehindAProxy(LoginAppTest):
+    def get_httpserver_options(self) -> dict[str, Any]:
+        return {"xheaders": True}
+
+    def test_failed_logins_per_address_are_answered_429(self) -> None:
+        first, second = {"X-Real-Ip": "203.0.113.7"}, {"X-Real-Ip": "198.51.100.9"}
+        self.browser.get("/login", headers=first)
+        for number in range(20):
+            response = self.browser.post(
+                "/login", {"username": f"user{number // 4}", "password": "wrong guess"},
+                headers=first,
+            )
+            self.assertEqual(response.code, 403)
+        throttled = self.browser.post("/login", {"username": "newname", "password": "guess"},
+                                      headers=first)
+        self.assertEqual(throttled.code, 429)
+        self.assertIn("Retry-After", throttled.headers)
+        elsewhere = self.browser.post("/login", {"username": "newname", "password": "guess"},
+                                      headers=second)
+        self.assertEqual(elsewhere.code, 403)
+
+
+class TestLoginThrottleWindow(LoginAppTest):
+    def get_app(self) -> tornado.web.Application:
+        self.now = 1000.0
+        return login.make_app(
+            cookie_secret=SECRET, session=SessionOptions(store=self.store), users=self.users,
+            login_throttle=login.LoginThrottle(clock=lambda: self.now),
+        )
+
+    def test_retry_after_counts_down_and_the_window_slides(self) -> None:
+        self.browser.get("/login")
+        form = {"username": "alice", "password": "wrong guess"}
+        for _ in range(5):
+            self.assertEqual(self.browser.post("/login", form).code, 403)
+            self.now += 10
+        response = self.browser.post("/login", form)
+        self.assertEqual((response.code, response.headers["Retry-After"]), (429, "850"))
+        self.now += 849.5
+        self.assertEqual(self.browser.post("/login", form).headers["Retry-After"], "1")
+        self.now += 0.5  # the first failure leaves the window: one more try
+        self.assertEqual(self.browser.post("/login", form).code, 403)
+        self.assertEqual(self.browser.post("/login", form).headers["Retry-After"], "10")
+
+
+class TestLoginThrottleMemory(unittest.TestCase):
+    def test_memory_is_bounded_and_forgets_the_oldest(self) -> None:
+        now = 0.0
+        throttle = login.LoginThrottle(max_keys=100, clock=lambda: now)
+        for number in range(1000):
+            throttle.failed(f"name{number}", f"192.0.2.{number % 250}")
+        self.assertLessEqual(throttle.size(), 200)
+        for _ in range(5):
+            throttle.failed("last", "192.0.2.1")
+        self.assertGreater(throttle.retry_after("last", "198.51.100.1"), 0)
+        now = 900.0
+        self.assertEqual(throttle.retry_after("last", "192.0.2.1"), 0)
+
+    def test_ipv6_clients_are_counted_by_their_64_bit_prefix(self) -> None:
+        throttle = login.LoginThrottle()
+        for number in range(20):
+            throttle.failed(None, f"2001:db8:1:2::{number:x}")
+        self.assertGreater(throttle.retry_after(None, "2001:db8:1:2:ffff::1"), 0)
+        self.assertEqual(throttle.retry_after(None, "2001:db8:1:3::1"), 0)
+
+
 class TestLoginAppConfiguration(AsyncHTTPTestCase):
     def get_app(self) -> tornado.web.Application:
         return login.make_app()
