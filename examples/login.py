@@ -452,6 +452,27 @@ def check_password_input(password: str, *, new: bool) -> str | None:
 class BaseHandler(SessionMixin, tornado.web.RequestHandler):
     """What every page shares: the users, flash messages and page rendering."""
 
+    def set_default_headers(self) -> None:
+        """``Cache-Control: no-store`` on every answer (error pages included).
+
+        Each page either shows a user's data or carries an ``_xsrf`` token tied
+        to one browser: neither a shared cache nor the browser's history should
+        keep it (the back button after logout must not show the profile).
+        """
+        self.set_header("Cache-Control", "no-store")
+
+    def set_cookie(self, name: str, value: str | bytes, *args: Any, **kwargs: Any) -> None:
+        """Mark every cookie this app sets ``Secure`` when the request came over https.
+
+        This covers Tornado's ``_xsrf`` cookie, which ``xsrf_cookie_kwargs``
+        could only mark for every request; behind a proxy, ``--xheaders`` makes
+        ``X-Forwarded-Proto: https`` count. The session cookie does this itself
+        (``secure=None``).
+        """
+        if self.request.protocol == "https":
+            kwargs.setdefault("secure", True)
+        super().set_cookie(name, value, *args, **kwargs)
+
     @property
     def users(self) -> Users:
         """The application's accounts (the ``users`` setting)."""

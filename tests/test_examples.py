@@ -626,6 +626,29 @@ class TestLoginThrottleMemory(unittest.TestCase):
         self.assertEqual(throttle.retry_after(None, "2001:db8:1:3::1"), 0)
 
 
+class TestPrivatePages(LoginAppTest):
+    def test_pages_for_a_logged_in_user_are_not_kept_by_caches(self) -> None:
+        profile = self.browser.follow(self.signup(self.browser))
+        self.assertEqual(profile.code, 200)
+        self.assertEqual(profile.headers.get("Cache-Control"), "no-store")
+        again = self.login(self.browser, "alice", "wrong password")  # logged in: a page
+        self.assertEqual(again.headers.get("Cache-Control"), "no-store")
+        self.assertEqual(self.browser.get("/login").headers.get("Cache-Control"), "no-store")
+
+
+class TestXsrfCookieBehindAProxy(LoginAppTest):
+    def get_httpserver_options(self) -> dict[str, Any]:
+        return {"xheaders": True}
+
+    def test_xsrf_cookie_is_secure_when_the_proxy_says_https(self) -> None:
+        response = self.browser.get("/login", headers={"X-Forwarded-Proto": "https"})
+        self.assertTrue(set_cookies(response)["_xsrf"]["secure"])
+
+    def test_xsrf_cookie_is_not_secure_over_plain_http(self) -> None:
+        response = self.browser.get("/login")
+        self.assertFalse(set_cookies(response)["_xsrf"]["secure"])
+
+
 class TestLoginAppConfiguration(AsyncHTTPTestCase):
     def get_app(self) -> tornado.web.Application:
         return login.make_app()
