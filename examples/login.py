@@ -12,14 +12,23 @@ when the URI names none): users in ``users``, sessions in ``sessions``.
 
 What it shows:
 
-- passwords hashed with ``hashlib.scrypt`` and a salt per user, compared in
-  constant time, and hashed in a thread so the IOLoop never blocks;
+- passwords hashed with ``hashlib.scrypt`` at OWASP's cost (`SCRYPT_COST`) and a
+  salt per user, compared in constant time, and hashed in a small thread pool
+  so the IOLoop never blocks;
+- one hash for every login attempt, unknown username or not, so timing does
+  not tell which usernames exist;
+- failed logins bounded per username and per address (`LoginThrottle`), answered
+  with 429 and ``Retry-After``;
 - ``await self.regenerate_session()`` after login (session fixation defence);
 - ``await self.destroy_session()`` on logout, and ``store.destroy_all(user_id=...)``
   for "log out everywhere" (the session keeps ``user_id`` for that);
-- flash messages kept in the session and shown once;
-- ``xsrf_cookies=True``: every form posts ``_xsrf``;
+- flash messages kept in the session and shown once (at most `FLASH_MAX`); a
+  visitor who is not logged in gets no session at all;
+- ``xsrf_cookies=True``: every form posts ``_xsrf``; cookies ``Secure`` over https;
+- ``Cache-Control: no-store`` on every page;
 - templates with Tornado's autoescaping, so a username is shown, never run.
+
+docs/security.md ("The login example") lists the threats and their tests.
 """
 
 from __future__ import annotations
