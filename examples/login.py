@@ -362,6 +362,13 @@ class _Failures:
         while len(self._times) > self.max_keys:
             self._times.popitem(last=False)
 
+    def take_back(self, key: str, at: float) -> None:
+        """Uncount the failure of ``key`` counted at ``at`` (if it is still held)."""
+        times = self._times.get(key)
+        if times is not None:
+            with contextlib.suppress(ValueError):
+                times.remove(at)
+
     def forget(self, key: str) -> None:
         self._times.pop(key, None)
 
@@ -372,11 +379,14 @@ class LoginThrottle:
     At ``per_username`` failures of one username, or ``per_address`` from one
     client address (an IPv6 client: its /64), within ``window`` seconds, the
     next attempts are refused without checking the password until the oldest
-    failure leaves the window (`retry_after`). Unknown usernames count like
-    known ones, so the refusal does not tell which exist. A successful login
-    does not count and clears its username's failures; refused attempts do not
-    count either, so the wait is never extended by trying. Each table keeps at
-    most ``max_keys`` keys, dropping the one idle longest.
+    failure leaves the window (`retry_after`). An attempt counts as failed
+    from the moment it is let through (`attempt`), before its hash runs, so
+    guesses sent all at once cannot pass the bound together; a successful one
+    is taken back (`succeeded`), which also clears its username's failures.
+    Unknown usernames count like known ones, so the refusal does not tell
+    which exist; refused attempts do not count, so the wait is never extended
+    by trying. Each table keeps at most ``max_keys`` keys, dropping the one
+    idle longest.
 
     One process's memory: behind several processes each keeps its own count
     (a shared store, Redis say, would make the bound global).
@@ -401,16 +411,28 @@ class LoginThrottle:
             wait = max(wait, self._usernames.wait(username, now))
         return wait
 
-    def failed(self, username: str | None, address: str) -> None:
-        """Count a failed login (``username`` ``None``: not a valid one, not counted)."""
+    def attempt(self, username: str | None, address: str) -> float:
+        """Count a login attempt as failed until `succeeded` takes it back; its time.
+
+        ``username`` ``None``: not a valid one, counted for the address only.
+        Call it in the same IOLoop turn as `retry_after`, before any ``await``.
+        """
         now = self.clock()
         self._addresses.add(_address_key(address), now)
         if username is not None:
             self._usernames.add(username, now)
+        return now
 
-    def succeeded(self, username: str) -> None:
-        """A login succeeded: the username's failures are forgotten, not the address's."""
+    def succeeded(self, username: str, address: str, at: float) -> None:
+        """The attempt made ``at`` succeeded: uncounted, and the username's failures forgotten."""
+        self.take_back(None, address, at)
         self._usernames.forget(username)
+
+    def take_back(self, username: str | None, address: str, at: float) -> None:
+        """Uncount the attempt made ``at`` (it could not be checked: the users' store failed)."""
+        self._addresses.take_back(_address_key(address), at)
+        if username is not None:
+            self._usernames.take_back(username, at)
 
     def size(self) -> int:
         """How many usernames and addresses are held (each table is bounded)."""
@@ -600,22 +622,27 @@ class LoginHandler(BaseHandler):
                 f"minute{'s' if minutes != 1 else ''}."
             ))
             return
-        user = None if problem else await self.users.find(username)
-        # Exactly one hash on every path (unknown username, wrong password,
-        # input refused before any look-up): the time of the answer does not
-        # tell which usernames exist.
-        matches = await _in_thread(
-            verify_login, password[:PASSWORD_MAX], user.password_hash if user else None
-        )
+        # Counted before the first await, so concurrent guesses see each other.
+        attempted_at = self.throttle.attempt(account, address)
+        try:
+            user = None if problem else await self.users.find(username)
+            # Exactly one hash on every path (unknown username, wrong password,
+            # input refused before any look-up): the time of the answer does
+            # not tell which usernames exist.
+            matches = await _in_thread(
+                verify_login, password[:PASSWORD_MAX], user.password_hash if user else None
+            )
+        except BaseException:  # a 503 (the users' store is down) is not a failed login
+            self.throttle.take_back(account, address, attempted_at)
+            raise
         if problem or user is None or not matches:
-            self.throttle.failed(account, address)
             if problem:
                 self.page("login.html", status=400, error=problem, username=username)
             else:
                 self.page("login.html", status=403, error="Wrong username or password.",
                           username=username)
             return
-        self.throttle.succeeded(username)
+        self.throttle.succeeded(username, address, attempted_at)
         await self.log_in(user)
         self.flash(f"Welcome back, {user.username}.")
         self.redirect("/profile")

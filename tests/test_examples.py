@@ -8,6 +8,7 @@ cookies of each step.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import html
 import logging
@@ -26,12 +27,12 @@ from unittest import mock
 
 import orjson
 import tornado.web
-from tornado.httpclient import HTTPResponse
+from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 from tornado.testing import AsyncHTTPTestCase, ExpectLog, gen_test
 
 from examples import counter, login
 from tests.base import cookie_expired, set_cookies
-from tornado_session import SessionOptions
+from tornado_session import SessionOptions, StoreUnavailableError
 from tornado_session.serializers import hash_session_id
 from tornado_session.stores import MemoryStore
 
@@ -390,16 +391,18 @@ class TestLoginFailures(LoginAppTest):
 
 
 class CountingScrypt:
-    """``hashlib.scrypt``, counting its calls and the ``(n, r, p)`` of each."""
+    """``hashlib.scrypt``, counting its calls and the ``(n, r, p)`` of each; ``delay``: slower."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
         self.real = hashlib.scrypt
+        self.delay = delay
         self.calls: list[tuple[int, int, int]] = []
         self.lock = threading.Lock()
 
     def __call__(self, password: bytes, **kwargs: Any) -> bytes:
         with self.lock:
             self.calls.append((kwargs["n"], kwargs["r"], kwargs["p"]))
+        time.sleep(self.delay)  # in the hashing thread, as a slower machine would be
         return self.real(password, **kwargs)
 
     def take(self) -> list[tuple[int, int, int]]:
@@ -509,7 +512,7 @@ class TestPasswordHashing(unittest.TestCase):
 
 
 class TestLoginThrottle(LoginAppTest):
-    def fail(self, username: str, **kwargs: Any) -> HTTPResponse:
+    def guess(self, username: str, **kwargs: Any) -> HTTPResponse:
         return self.browser.post("/login", {"username": username, "password": "wrong guess"},
                                  **kwargs)
 
@@ -526,8 +529,8 @@ class TestLoginThrottle(LoginAppTest):
         self.signup(Browser(self), "bob", "bobs password")
         self.browser.get("/login")
         for _ in range(5):
-            self.assertEqual(self.fail("alice").code, 403)
-        self.assertGreater(self.assert_throttled(self.fail("alice")), 890)
+            self.assertEqual(self.guess("alice").code, 403)
+        self.assertGreater(self.assert_throttled(self.guess("alice")), 890)
         # Even the right password: the guesses stop here.
         right = self.browser.post("/login", {"username": "alice", "password": "correct horse"})
         self.assert_throttled(right)
@@ -541,14 +544,14 @@ class TestLoginThrottle(LoginAppTest):
     def test_unknown_usernames_are_throttled_like_known_ones(self) -> None:
         self.browser.get("/login")
         for _ in range(5):
-            self.assertEqual(self.fail("nobody").code, 403)
-        self.assert_throttled(self.fail("nobody"))
+            self.assertEqual(self.guess("nobody").code, 403)
+        self.assert_throttled(self.guess("nobody"))
 
     def test_successful_logins_do_not_count(self) -> None:
         self.signup(Browser(self), "alice", "correct horse")
         self.browser.get("/login")
         for number in range(19):  # 19 failures, 4 at most per name
-            self.assertEqual(self.fail(f"user{number // 4}").code, 403)
+            self.assertEqual(self.guess(f"user{number // 4}").code, 403)
         for _ in range(3):
             self.browser.jar.pop(SESSION, None)
             self.assert_redirect(
@@ -556,8 +559,67 @@ class TestLoginThrottle(LoginAppTest):
                 "/profile",
             )
         self.browser.jar.pop(SESSION, None)
-        self.assertEqual(self.fail("carol").code, 403)  # the 20th failure
-        self.assert_throttled(self.fail("dave"))
+        self.assertEqual(self.guess("carol").code, 403)  # the 20th failure
+        self.assert_throttled(self.guess("dave"))
+
+
+    @gen_test(timeout=60)
+    async def test_concurrent_guesses_cannot_pass_the_bound(self) -> None:
+        """30 guesses at once from one address: 20 are checked, 10 refused."""
+        client = AsyncHTTPClient(force_instance=True, max_clients=30)
+        scrypt = CountingScrypt(delay=0.2)  # slow hashes: every request is in before one ends
+        try:
+            page = await client.fetch(self.get_url("/login"))
+            xsrf = set_cookies(page)["_xsrf"]
+            with mock.patch("hashlib.scrypt", scrypt):
+                responses = await asyncio.gather(*(
+                    client.fetch(
+                        self.get_url("/login"), method="POST", raise_error=False,
+                        headers={"Cookie": f"_xsrf={xsrf.coded_value}"},
+                        body=urllib.parse.urlencode({"username": f"user{number}",
+                                                     "password": "wrong guess",
+                                                     "_xsrf": xsrf.value}),
+                    )
+                    for number in range(30)
+                ))
+        finally:
+            client.close()
+        self.assertEqual(sorted(r.code for r in responses), [403] * 20 + [429] * 10)
+        self.assertEqual(len(scrypt.take()), 20)
+
+
+class UnreachableUsers(login.MemoryUsers):
+    """Accounts whose store is down while ``down`` is true."""
+
+    down = False
+
+    async def find(self, username: str) -> login.User | None:
+        if self.down:
+            raise StoreUnavailableError("the users collection is unreachable")
+        return await super().find(username)
+
+
+class TestLoginThrottleOutage(LoginAppTest):
+    def get_app(self) -> tornado.web.Application:
+        self.users = UnreachableUsers()
+        return super().get_app()
+
+    def test_an_outage_of_the_users_store_is_not_a_failed_login(self) -> None:
+        assert isinstance(self.users, UnreachableUsers)
+        self.signup(self.browser, "alice", "correct horse")
+        self.browser.jar.pop(SESSION)
+        self.users.down = True
+        form = {"username": "alice", "password": "correct horse"}
+        with ExpectLog("tornado_session", ".*answered 503", required=False):
+            for _ in range(25):
+                response = AsyncHTTPTestCase.fetch(
+                    self, "/login", method="POST",
+                    body=urllib.parse.urlencode({**form, "_xsrf": self.browser.xsrf or ""}),
+                    headers={"Cookie": f"_xsrf={self.browser.jar['_xsrf']}"},
+                )
+                self.assertEqual(response.code, 503)
+        self.users.down = False
+        self.assert_redirect(self.browser.post("/login", form), "/profile")
 
 
 class TestLoginThrottleBehindAProxy(LoginAppTest):
@@ -610,10 +672,10 @@ class TestLoginThrottleMemory(unittest.TestCase):
         now = 0.0
         throttle = login.LoginThrottle(max_keys=100, clock=lambda: now)
         for number in range(1000):
-            throttle.failed(f"name{number}", f"192.0.2.{number % 250}")
+            throttle.attempt(f"name{number}", f"192.0.2.{number % 250}")
         self.assertLessEqual(throttle.size(), 200)
         for _ in range(5):
-            throttle.failed("last", "192.0.2.1")
+            throttle.attempt("last", "192.0.2.1")
         self.assertGreater(throttle.retry_after("last", "198.51.100.1"), 0)
         now = 900.0
         self.assertEqual(throttle.retry_after("last", "192.0.2.1"), 0)
@@ -621,7 +683,7 @@ class TestLoginThrottleMemory(unittest.TestCase):
     def test_ipv6_clients_are_counted_by_their_64_bit_prefix(self) -> None:
         throttle = login.LoginThrottle()
         for number in range(20):
-            throttle.failed(None, f"2001:db8:1:2::{number:x}")
+            throttle.attempt(None, f"2001:db8:1:2::{number:x}")
         self.assertGreater(throttle.retry_after(None, "2001:db8:1:2:ffff::1"), 0)
         self.assertEqual(throttle.retry_after(None, "2001:db8:1:3::1"), 0)
 
