@@ -12,14 +12,23 @@ when the URI names none): users in ``users``, sessions in ``sessions``.
 
 What it shows:
 
-- passwords hashed with ``hashlib.scrypt`` and a salt per user, compared in
-  constant time, and hashed in a thread so the IOLoop never blocks;
+- passwords hashed with ``hashlib.scrypt`` at OWASP's cost (`SCRYPT_COST`) and a
+  salt per user, compared in constant time, and hashed in a small thread pool
+  so the IOLoop never blocks;
+- one hash for every login attempt, unknown username or not, so timing does
+  not tell which usernames exist;
+- failed logins bounded per username and per address (`LoginThrottle`), answered
+  with 429 and ``Retry-After``;
 - ``await self.regenerate_session()`` after login (session fixation defence);
 - ``await self.destroy_session()`` on logout, and ``store.destroy_all(user_id=...)``
   for "log out everywhere" (the session keeps ``user_id`` for that);
-- flash messages kept in the session and shown once;
-- ``xsrf_cookies=True``: every form posts ``_xsrf``;
+- flash messages kept in the session and shown once (at most `FLASH_MAX`); a
+  visitor who is not logged in gets no session at all;
+- ``xsrf_cookies=True``: every form posts ``_xsrf``; cookies ``Secure`` over https;
+- ``Cache-Control: no-store`` on every page;
 - templates with Tornado's autoescaping, so a username is shown, never run.
+
+docs/security.md ("The login example") lists the threats and their tests.
 """
 
 from __future__ import annotations
@@ -27,16 +36,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import concurrent.futures
 import contextlib
 import functools
 import hashlib
 import hmac
+import ipaddress
 import logging
+import math
 import os
 import secrets
 import time
 import unicodedata
-from collections.abc import Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -82,44 +95,98 @@ USERNAME_MAX = 64
 PASSWORD_MIN = 8
 #: scrypt's cost grows with the input; a limit keeps one request from being expensive.
 PASSWORD_MAX = 1024
-
-# scrypt's cost: 16 MiB and ~50 ms per hash on a 2020s core (OWASP's minimum is n=2**17
-# with r=8 for new systems; raise it where logins are rare and cores are many).
-_SCRYPT_N = 2**14
-_SCRYPT_R = 8
-_SCRYPT_P = 1
+#: Flash messages a session keeps; older ones are dropped, so a session that
+#: never shows a page (a script posting again and again) cannot grow for ever.
+FLASH_MAX = 10
+#: A cookie that carries a notice to the login page for a visitor, who has no
+#: session and gets none: its value only picks one of `NOTICES`, never shown.
+NOTICE_COOKIE = "login_notice"
+#: The fixed texts a notice cookie may pick.
+NOTICES = {"profile": "Log in to see your profile."}
 
 
 # -- passwords -------------------------------------------------------------------
 
 
-def hash_password(password: str, *, salt: bytes | None = None) -> str:
+@dataclass(frozen=True, slots=True)
+class ScryptCost:
+    """scrypt's work factors: ``n`` (CPU and memory), ``r`` (block size), ``p`` (lanes).
+
+    One hash takes ``128 * n * r`` bytes of memory and time in proportion.
+    """
+
+    #: CPU and memory cost, a power of 2 above 1.
+    n: int
+    #: Block size (8 is what every guidance assumes).
+    r: int
+    #: Parallelism: lanes computed one after the other here.
+    p: int
+
+    def __post_init__(self) -> None:
+        if self.n < 2 or self.n & (self.n - 1):
+            raise ValueError(f"ScryptCost n={self.n!r}: a power of 2 above 1 is needed")
+        if self.r < 1 or self.p < 1:
+            raise ValueError(f"ScryptCost r={self.r!r}, p={self.p!r}: both must be 1 or more")
+
+    @property
+    def maxmem(self) -> int:
+        """The memory OpenSSL must be allowed for this cost (its default stops at 32 MiB)."""
+        return 128 * self.r * (self.n + self.p + 2)
+
+
+#: OWASP's Password Storage Cheat Sheet for scrypt: N=2**17, r=8, p=1, i.e.
+#: 128 MiB per hash (about 0.1 s on a fast core, 1 s on a slow one).
+OWASP_SCRYPT_COST = ScryptCost(n=2**17, r=8, p=1)
+
+#: The cost of new hashes, read at each hash (tests lower it: they sign up a
+#: lot). Existing records keep theirs (``scrypt$n$r$p$salt$hash``) and still
+#: verify after a change.
+SCRYPT_COST = OWASP_SCRYPT_COST
+
+#: The most memory one verification may take: a record asking for more (a
+#: tampered users collection) fails to verify instead of taking the machine.
+SCRYPT_MAXMEM_LIMIT = 1024 * 1024 * 1024
+
+#: Hashes computed at once. Each holds ``128 * n * r`` bytes (128 MiB at
+#: OWASP's cost) until it ends, so a burst of logins queues here instead of
+#: taking a thread, and its memory, per request.
+HASH_THREADS = 2
+
+
+def hash_password(
+    password: str, *, salt: bytes | None = None, cost: ScryptCost | None = None
+) -> str:
     """Return a self-describing scrypt hash of ``password`` with a fresh salt.
 
     The record carries its parameters (``scrypt$n$r$p$salt$hash``), so the cost
     can be raised later without breaking the passwords already stored.
+    ``cost`` defaults to `SCRYPT_COST`.
     """
+    cost = SCRYPT_COST if cost is None else cost
     salt = secrets.token_bytes(16) if salt is None else salt
     digest = hashlib.scrypt(
-        password.encode("utf-8"), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32
+        password.encode("utf-8"), salt=salt, n=cost.n, r=cost.r, p=cost.p,
+        maxmem=cost.maxmem, dklen=32,
     )
-    return "$".join(
-        ["scrypt", str(_SCRYPT_N), str(_SCRYPT_R), str(_SCRYPT_P), _b64(salt), _b64(digest)]
-    )
+    return "$".join(["scrypt", str(cost.n), str(cost.r), str(cost.p), _b64(salt), _b64(digest)])
 
 
 def check_password(password: str, record: str) -> bool:
-    """Whether ``password`` matches ``record`` (from `hash_password`), in constant time."""
+    """Whether ``password`` matches ``record`` (from `hash_password`), in constant time.
+
+    The record's own cost is used, whatever `SCRYPT_COST` is now.
+    """
     try:
         scheme, n, r, p, salt, digest = record.split("$")
         if scheme != "scrypt":
             return False
+        cost = ScryptCost(n=int(n), r=int(r), p=int(p))
         expected = _unb64(digest)
         candidate = hashlib.scrypt(
-            password.encode("utf-8"), salt=_unb64(salt), n=int(n), r=int(r), p=int(p),
-            dklen=len(expected),
+            password.encode("utf-8"), salt=_unb64(salt), n=cost.n, r=cost.r, p=cost.p,
+            maxmem=min(cost.maxmem, SCRYPT_MAXMEM_LIMIT), dklen=len(expected),
         )
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error):  # OpenSSL says ValueError for a cost over maxmem
         return False
     return hmac.compare_digest(candidate, expected)
 
@@ -127,19 +194,21 @@ def check_password(password: str, record: str) -> bool:
 def verify_login(password: str, record: str | None) -> bool:
     """Check ``password`` against an account's ``record``; ``None``: no such account.
 
-    An unknown username is checked against a throw-away hash all the same, so a
-    wrong username takes as long as a wrong password and the timing does not
-    tell which usernames exist.
+    An unknown username is checked against a throw-away record of the current
+    cost all the same, so a wrong username takes as long as a wrong password
+    and the timing does not tell which usernames exist.
     """
     if record is None:
-        check_password(password, _dummy_record())
+        check_password(password, _dummy_record(SCRYPT_COST))
         return False
     return check_password(password, record)
 
 
 @functools.cache
-def _dummy_record() -> str:
-    return hash_password(secrets.token_urlsafe(16))
+def _dummy_record(cost: ScryptCost) -> str:
+    """A record no password matches: a random salt and digest, nothing to compute."""
+    return "$".join(["scrypt", str(cost.n), str(cost.r), str(cost.p),
+                     _b64(secrets.token_bytes(16)), _b64(secrets.token_bytes(32))])
 
 
 def _b64(raw: bytes) -> str:
@@ -150,9 +219,16 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+@functools.cache
+def _hashing_pool() -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="scrypt")
+
+
 async def _in_thread(function: Any, *args: Any) -> Any:
-    """Run a CPU-heavy call (scrypt) in a thread: the IOLoop keeps serving meanwhile."""
-    return await tornado.ioloop.IOLoop.current().run_in_executor(None, function, *args)
+    """Run scrypt in one of `HASH_THREADS` threads: the IOLoop keeps serving meanwhile."""
+    return await tornado.ioloop.IOLoop.current().run_in_executor(
+        _hashing_pool(), function, *args
+    )
 
 
 # -- users --------------------------------------------------------------------------
@@ -246,6 +322,136 @@ class MongoUsers:
             raise StoreUnavailableError(f"the users collection is unreachable: {exc}") from exc
 
 
+# -- throttling ---------------------------------------------------------------------
+
+
+class _Failures:
+    """Failure times per key in a sliding window, for at most ``max_keys`` keys."""
+
+    def __init__(self, limit: int, window: float, max_keys: int) -> None:
+        self.limit = limit
+        self.window = window
+        self.max_keys = max_keys
+        #: key -> its last ``limit`` failure times; the key failed last at the end.
+        self._times: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._times)
+
+    def wait(self, key: str, now: float) -> float:
+        """Seconds until ``key`` has fewer than ``limit`` failures in the window."""
+        times = self._times.get(key)
+        if times is None:
+            return 0.0
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if not times:
+            del self._times[key]
+            return 0.0
+        if len(times) < self.limit:
+            return 0.0
+        return times[0] + self.window - now
+
+    def add(self, key: str, now: float) -> None:
+        """Count a failure of ``key``; past ``max_keys``, forget the key idle longest."""
+        times = self._times.pop(key, None)
+        if times is None:
+            times = deque(maxlen=self.limit)
+        times.append(now)
+        self._times[key] = times
+        while len(self._times) > self.max_keys:
+            self._times.popitem(last=False)
+
+    def take_back(self, key: str, at: float) -> None:
+        """Uncount the failure of ``key`` counted at ``at`` (if it is still held)."""
+        times = self._times.get(key)
+        if times is not None:
+            with contextlib.suppress(ValueError):
+                times.remove(at)
+
+    def forget(self, key: str) -> None:
+        self._times.pop(key, None)
+
+
+class LoginThrottle:
+    """A bound on failed logins per username and per client address, in memory.
+
+    At ``per_username`` failures of one username, or ``per_address`` from one
+    client address (an IPv6 client: its /64), within ``window`` seconds, the
+    next attempts are refused without checking the password until the oldest
+    failure leaves the window (`retry_after`). An attempt counts as failed
+    from the moment it is let through (`attempt`), before its hash runs, so
+    guesses sent all at once cannot pass the bound together; a successful one
+    is taken back (`succeeded`), which also clears its username's failures.
+    Unknown usernames count like known ones, so the refusal does not tell
+    which exist; refused attempts do not count, so the wait is never extended
+    by trying. Each table keeps at most ``max_keys`` keys, dropping the one
+    idle longest.
+
+    One process's memory: behind several processes each keeps its own count
+    (a shared store, Redis say, would make the bound global).
+    """
+
+    def __init__(
+        self, *, per_username: int = 5, per_address: int = 20, window: float = 15 * 60,
+        max_keys: int = 10_000, clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.clock = clock
+        self._usernames = _Failures(per_username, window, max_keys)
+        self._addresses = _Failures(per_address, window, max_keys)
+
+    def retry_after(self, username: str | None, address: str) -> float:
+        """Seconds until ``username`` (``None``: not a valid one) may try from ``address``.
+
+        0 means now.
+        """
+        now = self.clock()
+        wait = self._addresses.wait(_address_key(address), now)
+        if username is not None:
+            wait = max(wait, self._usernames.wait(username, now))
+        return wait
+
+    def attempt(self, username: str | None, address: str) -> float:
+        """Count a login attempt as failed until `succeeded` takes it back; its time.
+
+        ``username`` ``None``: not a valid one, counted for the address only.
+        Call it in the same IOLoop turn as `retry_after`, before any ``await``.
+        """
+        now = self.clock()
+        self._addresses.add(_address_key(address), now)
+        if username is not None:
+            self._usernames.add(username, now)
+        return now
+
+    def succeeded(self, username: str, address: str, at: float) -> None:
+        """The attempt made ``at`` succeeded: uncounted, and the username's failures forgotten."""
+        self.take_back(None, address, at)
+        self._usernames.forget(username)
+
+    def take_back(self, username: str | None, address: str, at: float) -> None:
+        """Uncount the attempt made ``at`` (it could not be checked: the users' store failed)."""
+        self._addresses.take_back(_address_key(address), at)
+        if username is not None:
+            self._usernames.take_back(username, at)
+
+    def size(self) -> int:
+        """How many usernames and addresses are held (each table is bounded)."""
+        return len(self._usernames) + len(self._addresses)
+
+
+def _address_key(address: str) -> str:
+    """The client as counted: an IPv4 address, or an IPv6 one's /64 (one subscriber's)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 # -- input ---------------------------------------------------------------------------
 
 
@@ -277,11 +483,38 @@ def check_password_input(password: str, *, new: bool) -> str | None:
 class BaseHandler(SessionMixin, tornado.web.RequestHandler):
     """What every page shares: the users, flash messages and page rendering."""
 
+    def set_default_headers(self) -> None:
+        """``Cache-Control: no-store`` on every answer (error pages included).
+
+        Each page either shows a user's data or carries an ``_xsrf`` token tied
+        to one browser: neither a shared cache nor the browser's history should
+        keep it (the back button after logout must not show the profile).
+        """
+        self.set_header("Cache-Control", "no-store")
+
+    def set_cookie(self, name: str, value: str | bytes, *args: Any, **kwargs: Any) -> None:
+        """Mark every cookie this app sets ``Secure`` when the request came over https.
+
+        This covers Tornado's ``_xsrf`` cookie, which ``xsrf_cookie_kwargs``
+        could only mark for every request; behind a proxy, ``--xheaders`` makes
+        ``X-Forwarded-Proto: https`` count. The session cookie does this itself
+        (``secure=None``).
+        """
+        if self.request.protocol == "https":
+            kwargs.setdefault("secure", True)
+        super().set_cookie(name, value, *args, **kwargs)
+
     @property
     def users(self) -> Users:
         """The application's accounts (the ``users`` setting)."""
         users: Users = self.settings["users"]
         return users
+
+    @property
+    def throttle(self) -> LoginThrottle:
+        """The application's bound on failed logins (the ``login_throttle`` setting)."""
+        throttle: LoginThrottle = self.settings["login_throttle"]
+        return throttle
 
     def get_current_user(self) -> str | None:
         """The logged-in username (Tornado's ``current_user``), from the session."""
@@ -289,12 +522,31 @@ class BaseHandler(SessionMixin, tornado.web.RequestHandler):
         return username
 
     def flash(self, message: str, category: str = "info") -> None:
-        """Keep ``message`` in the session until the next page shows it."""
-        self.session.setdefault("flash", []).append([category, message])
+        """Keep ``message`` in the session until the next page shows it.
+
+        Only the newest `FLASH_MAX` are kept. Never flash for a visitor who is
+        not logged in: that would store a session per request (use `notice`).
+        """
+        messages: list[list[str]] = self.session.get("flash", [])
+        self.session["flash"] = [*messages, [category, message]][-FLASH_MAX:]
+
+    def notice(self, name: str) -> None:
+        """Have the login page show ``NOTICES[name]``, without a session.
+
+        For a visitor: a short-lived cookie for ``/login`` names the notice, so
+        nothing is stored and no session cookie is sent, however often it comes.
+        """
+        self.set_cookie(NOTICE_COOKIE, name, path="/login", max_age=60, httponly=True,
+                        samesite="Lax")
 
     def page(self, template: str, *, status: int = 200, **values: Any) -> None:
-        """Render ``template`` with the flash messages, which are then gone."""
+        """Render ``template`` with the flash messages and notice, which are then gone."""
         messages: list[list[str]] = self.session.pop("flash", [])
+        notice = self.get_cookie(NOTICE_COOKIE)
+        if notice is not None:
+            self.clear_cookie(NOTICE_COOKIE, path="/login")
+            if notice in NOTICES:  # a fixed text: the cookie's value is never shown
+                messages.append(["info", NOTICES[notice]])
         self.set_status(status)
         self.render(template, messages=messages, **values)
 
@@ -350,17 +602,47 @@ class LoginHandler(BaseHandler):
         self.page("login.html", error=None, username="")
 
     async def post(self) -> None:
-        username, password = self.credentials()
-        problem = check_username(username) or check_password_input(password, new=False)
-        if problem:
-            self.page("login.html", status=400, error=problem, username=username)
+        try:
+            username, password = self.credentials()
+        except tornado.web.HTTPError:  # a field that is not UTF-8
+            username, password, problem = "", "", "Send the form as UTF-8."
+        else:
+            problem = check_username(username) or check_password_input(password, new=False)
+        # Failures are counted per username only for a valid one (64 characters
+        # at most, so the table's memory stays bounded), always per address.
+        account = username if check_username(username) is None else None
+        address = self.request.remote_ip or ""
+        wait = self.throttle.retry_after(account, address)
+        if wait > 0:
+            # No hash: a refused attempt costs no CPU and learns nothing.
+            self.set_header("Retry-After", str(math.ceil(wait)))
+            minutes = math.ceil(wait / 60)
+            self.page("login.html", status=429, username=username, error=(
+                f"Too many failed logins. Try again in {minutes} "
+                f"minute{'s' if minutes != 1 else ''}."
+            ))
             return
-        user = await self.users.find(username)
-        record = user.password_hash if user is not None else None
-        if user is None or not await _in_thread(verify_login, password, record):
-            self.page("login.html", status=403, error="Wrong username or password.",
-                      username=username)
+        # Counted before the first await, so concurrent guesses see each other.
+        attempted_at = self.throttle.attempt(account, address)
+        try:
+            user = None if problem else await self.users.find(username)
+            # Exactly one hash on every path (unknown username, wrong password,
+            # input refused before any look-up): the time of the answer does
+            # not tell which usernames exist.
+            matches = await _in_thread(
+                verify_login, password[:PASSWORD_MAX], user.password_hash if user else None
+            )
+        except BaseException:  # a 503 (the users' store is down) is not a failed login
+            self.throttle.take_back(account, address, attempted_at)
+            raise
+        if problem or user is None or not matches:
+            if problem:
+                self.page("login.html", status=400, error=problem, username=username)
+            else:
+                self.page("login.html", status=403, error="Wrong username or password.",
+                          username=username)
             return
+        self.throttle.succeeded(username, address, attempted_at)
         await self.log_in(user)
         self.flash(f"Welcome back, {user.username}.")
         self.redirect("/profile")
@@ -369,7 +651,7 @@ class LoginHandler(BaseHandler):
 class ProfileHandler(BaseHandler):
     def get(self) -> None:
         if not self.current_user:
-            self.flash("Log in to see your profile.")
+            self.notice("profile")
             self.redirect("/login")
             return
         login_at = time.strftime("%Y-%m-%d %H:%M:%S UTC",
@@ -379,9 +661,11 @@ class ProfileHandler(BaseHandler):
 
 class LogoutHandler(BaseHandler):
     async def post(self) -> None:
+        logged_in = self.current_user is not None
         await self.destroy_session()
-        # A message after the destroy starts a new session under a new id.
-        self.flash("You are logged out.")
+        if logged_in:  # a visitor's logout stores nothing
+            # A message after the destroy starts a new session under a new id.
+            self.flash("You are logged out.")
         self.redirect("/login")
 
 
@@ -484,12 +768,14 @@ def make_app(**settings: Any) -> tornado.web.Application:
     """Build the application; every setting has a default that runs in memory.
 
     ``users`` is where accounts live (`MemoryUsers` by default, `MongoUsers`);
+    ``login_throttle`` bounds failed logins (a `LoginThrottle` by default);
     ``session`` must have a store with ``destroy_all`` (for "log out
     everywhere"); ``cookie_secret`` defaults to a random one.
     """
     settings.setdefault("cookie_secret", secrets.token_urlsafe(32))
     settings.setdefault("session", SessionOptions(store=MemoryStore()))
     settings.setdefault("users", MemoryUsers())
+    settings.setdefault("login_throttle", LoginThrottle())
     settings.setdefault("xsrf_cookies", True)
     settings.setdefault("xsrf_cookie_kwargs", {"samesite": "Lax"})
     settings.setdefault("template_loader", tornado.template.DictLoader(TEMPLATES))

@@ -8,6 +8,8 @@ cookies of each step.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import html
 import logging
 import os
@@ -17,24 +19,28 @@ import subprocess
 import sys
 import threading
 import time
+import unittest
 import urllib.parse
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import orjson
 import tornado.web
-from tornado.httpclient import HTTPResponse
+from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 from tornado.testing import AsyncHTTPTestCase, ExpectLog, gen_test
 
 from examples import counter, login
 from tests.base import cookie_expired, set_cookies
-from tornado_session import SessionOptions
+from tornado_session import SessionOptions, StoreUnavailableError
 from tornado_session.serializers import hash_session_id
 from tornado_session.stores import MemoryStore
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "examples-test-secret-" + "s" * 32
 SESSION = "tornado.sess"
+#: scrypt's cost in the tests that sign up and log in many times.
+CHEAP_COST = login.ScryptCost(n=2**10, r=8, p=1)
 _XSRF_INPUT = re.compile(r'<input type="hidden" name="_xsrf" value="([^"]+)"')
 
 
@@ -49,9 +55,12 @@ class Browser:
     def request(
         self, method: str, path: str, form: dict[str, str] | None = None, *,
         xsrf: bool = True, cookies: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> HTTPResponse:
         jar = self.jar if cookies is None else cookies
-        headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in jar.items())} if jar else {}
+        headers = dict(headers or {})
+        if jar:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in jar.items())
         body = None
         if method == "POST":
             fields = dict(form or {})
@@ -137,6 +146,11 @@ class LoginAppTest(AsyncHTTPTestCase):
     """The login app on a MemoryStore, with a test client per browser."""
 
     def setUp(self) -> None:
+        # scrypt at OWASP's cost takes ~1 s here: these tests hash a lot, so
+        # they lower it (TestPasswordHashing checks the default).
+        cheap = mock.patch.object(login, "SCRYPT_COST", CHEAP_COST)
+        cheap.start()
+        self.addCleanup(cheap.stop)
         self.store = MemoryStore()
         self.users = login.MemoryUsers()
         super().setUp()
@@ -371,6 +385,330 @@ class TestLoginFailures(LoginAppTest):
     def test_garbage_session_cookie_is_a_fresh_visitor(self) -> None:
         response = self.browser.get("/profile", cookies={SESSION: "garbage|x|y"})
         self.assert_redirect(response, "/login")
+
+
+# -- the attack review of the login example (issue 14, items 9-11) -------------------------
+
+
+class CountingScrypt:
+    """``hashlib.scrypt``, counting its calls and the ``(n, r, p)`` of each; ``delay``: slower."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.real = hashlib.scrypt
+        self.delay = delay
+        self.calls: list[tuple[int, int, int]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, password: bytes, **kwargs: Any) -> bytes:
+        with self.lock:
+            self.calls.append((kwargs["n"], kwargs["r"], kwargs["p"]))
+        time.sleep(self.delay)  # in the hashing thread, as a slower machine would be
+        return self.real(password, **kwargs)
+
+    def take(self) -> list[tuple[int, int, int]]:
+        with self.lock:
+            calls, self.calls = self.calls, []
+        return calls
+
+
+class TestLoginTiming(LoginAppTest):
+    def test_every_login_attempt_hashes_once_at_the_accounts_cost(self) -> None:
+        """Unknown, known and invalid usernames all cost one scrypt: timing tells nothing."""
+        self.signup(self.browser, "alice", "correct horse")
+        alice = self.io_loop.run_sync(lambda: self.users.find("alice"))
+        assert alice is not None
+        _, n, r, p, _, _ = alice.password_hash.split("$")
+        cost = (int(n), int(r), int(p))
+        self.browser.post("/logout")
+        self.browser.get("/login")
+        attempts = {
+            "unknown username": {"username": "nobody", "password": "some password"},
+            "wrong password": {"username": "alice", "password": "wrong password"},
+            "right password": {"username": "alice", "password": "correct horse"},
+            "empty username": {"username": "", "password": "some password"},
+            "no fields": {},
+            "overlong username": {"username": "u" * 65, "password": "some password"},
+            "control character": {"username": "a\nb", "password": "some password"},
+            "empty password": {"username": "alice", "password": ""},
+            "overlong password": {"username": "alice", "password": "p" * 1025},
+        }
+        scrypt = CountingScrypt()
+        with mock.patch("hashlib.scrypt", scrypt):
+            for case, form in attempts.items():
+                with self.subTest(case):
+                    response = self.browser.post("/login", form)
+                    self.assertIn(response.code, (302, 400, 403), text(response))
+                    self.assertEqual(scrypt.take(), [cost])
+                    self.browser.jar.pop(SESSION, None)  # anonymous again
+            with self.subTest("invalid UTF-8"):
+                response = self.fetch(
+                    "/login", method="POST",
+                    body=b"username=%FF%FE&password=x&_xsrf=" + (self.browser.xsrf or "").encode(),
+                    headers={"Cookie": f"_xsrf={self.browser.jar['_xsrf']}"},
+                )
+                self.assertEqual(response.code, 400)
+                self.assertEqual(scrypt.take(), [cost])
+
+
+class TestAnonymousVisitors(LoginAppTest):
+    def test_anonymous_profile_visits_store_nothing_and_set_no_session_cookie(self) -> None:
+        for _ in range(1000):
+            response = self.browser.get("/profile", cookies={})
+            self.assert_redirect(response, "/login")
+            self.assertNotIn(SESSION, set_cookies(response))
+        self.assertEqual(self.io_loop.run_sync(self.store.count), 0)
+
+    def test_the_login_notice_is_a_fixed_text_never_the_cookies(self) -> None:
+        for value in ("<script>alert(1)</script>", "profile%3Cb%3E", "x" * 100):
+            page = self.browser.get("/login", cookies={"login_notice": value})
+            self.assertEqual(page.code, 200)
+            self.assertNotIn("<script>alert", text(page))
+            self.assertNotIn(value, text(page))
+            self.assertNotIn('class="flash', text(page))
+
+    def test_anonymous_logout_stores_nothing(self) -> None:
+        self.browser.get("/login")
+        xsrf = {"_xsrf": self.browser.jar["_xsrf"]}
+        for _ in range(50):
+            response = self.browser.post("/logout", cookies=xsrf)
+            self.assert_redirect(response, "/login")
+            self.assertNotIn(SESSION, set_cookies(response))
+        self.assertEqual(self.io_loop.run_sync(self.store.count), 0)
+
+    def test_flash_messages_are_capped_keeping_the_newest(self) -> None:
+        self.signup(self.browser)
+        for _ in range(15):  # logging in again and again, no page in between
+            self.assert_redirect(
+                self.browser.post("/login", {"username": "alice", "password": "correct horse"}),
+                "/profile",
+            )
+        key = hash_session_id(session_id(self.browser.jar[SESSION]))
+        record = self.io_loop.run_sync(lambda: self.store.get(key))
+        assert record is not None
+        self.assertEqual(len(record["flash"]), 10)
+        self.assertEqual(record["flash"][-1], ["info", "Welcome back, alice."])
+        profile = self.browser.get("/profile")
+        self.assertEqual(text(profile).count('class="flash'), 10)
+
+
+class TestPasswordHashing(unittest.TestCase):
+    """At the module's default cost: OWASP's (slow on purpose, a second or so here)."""
+
+    def test_new_hashes_use_owasps_scrypt_cost(self) -> None:
+        record = login.hash_password("correct horse")
+        self.assertTrue(record.startswith("scrypt$131072$8$1$"), record)
+        self.assertTrue(login.check_password("correct horse", record))
+        self.assertFalse(login.check_password("correct horsE", record))
+
+    def test_a_record_with_the_old_cost_still_verifies(self) -> None:
+        old = ("scrypt$16384$8$1$b2xkLXJlY29yZC1zYWx0IQ$"
+               "EYA1OL2hwRvsiGT-xh3PyaXMTS0GcNqggICUmMmgxuE")
+        self.assertTrue(login.check_password("correct horse", old))
+        self.assertFalse(login.check_password("correct horsE", old))
+
+    def test_a_record_beyond_the_memory_bound_is_refused_not_computed(self) -> None:
+        huge = "scrypt$1073741824$8$1$b2xkLXJlY29yZC1zYWx0IQ$" + "A" * 43
+        self.assertFalse(login.check_password("correct horse", huge))
+
+
+class TestLoginThrottle(LoginAppTest):
+    def guess(self, username: str, **kwargs: Any) -> HTTPResponse:
+        return self.browser.post("/login", {"username": username, "password": "wrong guess"},
+                                 **kwargs)
+
+    def assert_throttled(self, response: HTTPResponse) -> int:
+        self.assertEqual(response.code, 429, text(response))
+        self.assertIn('<form method="post"', text(response))
+        self.assertIn("Too many failed logins.", text(response))
+        retry_after = int(response.headers["Retry-After"])
+        self.assertTrue(1 <= retry_after <= 900, retry_after)
+        return retry_after
+
+    def test_failed_logins_per_username_are_answered_429_with_retry_after(self) -> None:
+        self.signup(Browser(self), "alice", "correct horse")
+        self.signup(Browser(self), "bob", "bobs password")
+        self.browser.get("/login")
+        for _ in range(5):
+            self.assertEqual(self.guess("alice").code, 403)
+        self.assertGreater(self.assert_throttled(self.guess("alice")), 890)
+        # Even the right password: the guesses stop here.
+        right = self.browser.post("/login", {"username": "alice", "password": "correct horse"})
+        self.assert_throttled(right)
+        self.assertNotIn(SESSION, self.browser.jar)
+        # Another name from the same address is not locked.
+        self.assert_redirect(
+            self.browser.post("/login", {"username": "bob", "password": "bobs password"}),
+            "/profile",
+        )
+
+    def test_unknown_usernames_are_throttled_like_known_ones(self) -> None:
+        self.browser.get("/login")
+        for _ in range(5):
+            self.assertEqual(self.guess("nobody").code, 403)
+        self.assert_throttled(self.guess("nobody"))
+
+    def test_successful_logins_do_not_count(self) -> None:
+        self.signup(Browser(self), "alice", "correct horse")
+        self.browser.get("/login")
+        for number in range(19):  # 19 failures, 4 at most per name
+            self.assertEqual(self.guess(f"user{number // 4}").code, 403)
+        for _ in range(3):
+            self.browser.jar.pop(SESSION, None)
+            self.assert_redirect(
+                self.browser.post("/login", {"username": "alice", "password": "correct horse"}),
+                "/profile",
+            )
+        self.browser.jar.pop(SESSION, None)
+        self.assertEqual(self.guess("carol").code, 403)  # the 20th failure
+        self.assert_throttled(self.guess("dave"))
+
+
+    @gen_test(timeout=60)
+    async def test_concurrent_guesses_cannot_pass_the_bound(self) -> None:
+        """30 guesses at once from one address: 20 are checked, 10 refused."""
+        client = AsyncHTTPClient(force_instance=True, max_clients=30)
+        scrypt = CountingScrypt(delay=0.2)  # slow hashes: every request is in before one ends
+        try:
+            page = await client.fetch(self.get_url("/login"))
+            xsrf = set_cookies(page)["_xsrf"]
+            with mock.patch("hashlib.scrypt", scrypt):
+                responses = await asyncio.gather(*(
+                    client.fetch(
+                        self.get_url("/login"), method="POST", raise_error=False,
+                        headers={"Cookie": f"_xsrf={xsrf.coded_value}"},
+                        body=urllib.parse.urlencode({"username": f"user{number}",
+                                                     "password": "wrong guess",
+                                                     "_xsrf": xsrf.value}),
+                    )
+                    for number in range(30)
+                ))
+        finally:
+            client.close()
+        self.assertEqual(sorted(r.code for r in responses), [403] * 20 + [429] * 10)
+        self.assertEqual(len(scrypt.take()), 20)
+
+
+class UnreachableUsers(login.MemoryUsers):
+    """Accounts whose store is down while ``down`` is true."""
+
+    down = False
+
+    async def find(self, username: str) -> login.User | None:
+        if self.down:
+            raise StoreUnavailableError("the users collection is unreachable")
+        return await super().find(username)
+
+
+class TestLoginThrottleOutage(LoginAppTest):
+    def get_app(self) -> tornado.web.Application:
+        self.users = UnreachableUsers()
+        return super().get_app()
+
+    def test_an_outage_of_the_users_store_is_not_a_failed_login(self) -> None:
+        assert isinstance(self.users, UnreachableUsers)
+        self.signup(self.browser, "alice", "correct horse")
+        self.browser.jar.pop(SESSION)
+        self.users.down = True
+        form = {"username": "alice", "password": "correct horse"}
+        with ExpectLog("tornado_session", ".*answered 503", required=False):
+            for _ in range(25):
+                response = AsyncHTTPTestCase.fetch(
+                    self, "/login", method="POST",
+                    body=urllib.parse.urlencode({**form, "_xsrf": self.browser.xsrf or ""}),
+                    headers={"Cookie": f"_xsrf={self.browser.jar['_xsrf']}"},
+                )
+                self.assertEqual(response.code, 503)
+        self.users.down = False
+        self.assert_redirect(self.browser.post("/login", form), "/profile")
+
+
+class TestLoginThrottleBehindAProxy(LoginAppTest):
+    def get_httpserver_options(self) -> dict[str, Any]:
+        return {"xheaders": True}
+
+    def test_failed_logins_per_address_are_answered_429(self) -> None:
+        first, second = {"X-Real-Ip": "203.0.113.7"}, {"X-Real-Ip": "198.51.100.9"}
+        self.browser.get("/login", headers=first)
+        for number in range(20):
+            response = self.browser.post(
+                "/login", {"username": f"user{number // 4}", "password": "wrong guess"},
+                headers=first,
+            )
+            self.assertEqual(response.code, 403)
+        throttled = self.browser.post("/login", {"username": "newname", "password": "guess"},
+                                      headers=first)
+        self.assertEqual(throttled.code, 429)
+        self.assertIn("Retry-After", throttled.headers)
+        elsewhere = self.browser.post("/login", {"username": "newname", "password": "guess"},
+                                      headers=second)
+        self.assertEqual(elsewhere.code, 403)
+
+
+class TestLoginThrottleWindow(LoginAppTest):
+    def get_app(self) -> tornado.web.Application:
+        self.now = 1000.0
+        return login.make_app(
+            cookie_secret=SECRET, session=SessionOptions(store=self.store), users=self.users,
+            login_throttle=login.LoginThrottle(clock=lambda: self.now),
+        )
+
+    def test_retry_after_counts_down_and_the_window_slides(self) -> None:
+        self.browser.get("/login")
+        form = {"username": "alice", "password": "wrong guess"}
+        for _ in range(5):
+            self.assertEqual(self.browser.post("/login", form).code, 403)
+            self.now += 10
+        response = self.browser.post("/login", form)
+        self.assertEqual((response.code, response.headers["Retry-After"]), (429, "850"))
+        self.now += 849.5
+        self.assertEqual(self.browser.post("/login", form).headers["Retry-After"], "1")
+        self.now += 0.5  # the first failure leaves the window: one more try
+        self.assertEqual(self.browser.post("/login", form).code, 403)
+        self.assertEqual(self.browser.post("/login", form).headers["Retry-After"], "10")
+
+
+class TestLoginThrottleMemory(unittest.TestCase):
+    def test_memory_is_bounded_and_forgets_the_oldest(self) -> None:
+        now = 0.0
+        throttle = login.LoginThrottle(max_keys=100, clock=lambda: now)
+        for number in range(1000):
+            throttle.attempt(f"name{number}", f"192.0.2.{number % 250}")
+        self.assertLessEqual(throttle.size(), 200)
+        for _ in range(5):
+            throttle.attempt("last", "192.0.2.1")
+        self.assertGreater(throttle.retry_after("last", "198.51.100.1"), 0)
+        now = 900.0
+        self.assertEqual(throttle.retry_after("last", "192.0.2.1"), 0)
+
+    def test_ipv6_clients_are_counted_by_their_64_bit_prefix(self) -> None:
+        throttle = login.LoginThrottle()
+        for number in range(20):
+            throttle.attempt(None, f"2001:db8:1:2::{number:x}")
+        self.assertGreater(throttle.retry_after(None, "2001:db8:1:2:ffff::1"), 0)
+        self.assertEqual(throttle.retry_after(None, "2001:db8:1:3::1"), 0)
+
+
+class TestPrivatePages(LoginAppTest):
+    def test_pages_for_a_logged_in_user_are_not_kept_by_caches(self) -> None:
+        profile = self.browser.follow(self.signup(self.browser))
+        self.assertEqual(profile.code, 200)
+        self.assertEqual(profile.headers.get("Cache-Control"), "no-store")
+        again = self.login(self.browser, "alice", "wrong password")  # logged in: a page
+        self.assertEqual(again.headers.get("Cache-Control"), "no-store")
+        self.assertEqual(self.browser.get("/login").headers.get("Cache-Control"), "no-store")
+
+
+class TestXsrfCookieBehindAProxy(LoginAppTest):
+    def get_httpserver_options(self) -> dict[str, Any]:
+        return {"xheaders": True}
+
+    def test_xsrf_cookie_is_secure_when_the_proxy_says_https(self) -> None:
+        response = self.browser.get("/login", headers={"X-Forwarded-Proto": "https"})
+        self.assertTrue(set_cookies(response)["_xsrf"]["secure"])
+
+    def test_xsrf_cookie_is_not_secure_over_plain_http(self) -> None:
+        response = self.browser.get("/login")
+        self.assertFalse(set_cookies(response)["_xsrf"]["secure"])
 
 
 class TestLoginAppConfiguration(AsyncHTTPTestCase):
