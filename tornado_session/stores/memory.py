@@ -9,8 +9,9 @@ coroutine, no task), and raise their errors from the call itself.
 
 from __future__ import annotations
 
+import sys
 import time
-from collections import OrderedDict
+from collections import ChainMap, OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,14 +25,40 @@ _NONE: Ready[Any] = Ready(None)
 _TRUE: Ready[Any] = Ready(True)
 _FALSE: Ready[Any] = Ready(False)
 
+#: One record: when it expires (epoch seconds) and its canonical JSON.
+_Entry = tuple[float, bytes]
+
 
 class MemoryStore(Store):
-    """Keeps sessions in a dict, least-recently-used first.
+    """Keeps sessions in a dict, bounded by a segmented LRU.
 
-    ``max_entries`` bounds memory: past it the least recently used session is
-    evicted.  Expired entries never read as live and are swept away every
-    ``sweep_interval`` seconds (during a write, so no timer is left running), so
-    memory does not grow with abandoned sessions.
+    ``max_entries`` bounds memory.  Past it a session is evicted, and which
+    one matters: a page that writes the session, hit by 100,000 requests
+    without a cookie (a crawler, a flood), creates 100,000 sessions that are
+    never seen again.  Under plain LRU they push every logged-in user out.
+    So the store is a segmented LRU (SLRU, as the main space of Caffeine's
+    W-TinyLFU): a new record enters the *probation* segment, and a record
+    used again (read by `get`, updated with ``previous``, touched, or written
+    again under its key) moves to the *protected* segment.  Eviction takes
+    the least recently used probation record, and the protected segment only
+    when probation is empty.  A flood of one-shot sessions therefore evicts
+    only its own kind, while a user who comes back keeps their session.
+
+    The protected segment holds at most ``protected_share`` (80 %) of
+    ``max_entries``; past that its least recently used record is demoted to
+    the most recent end of probation, where it gets another chance to be used
+    before it is evicted.  The bound keeps room for new sessions, so that a
+    burst of returning users cannot pin the store forever.
+
+    A regenerated session (at login) is written under a new key with
+    ``previous=None``: the store cannot tell it from a new one, so it enters
+    probation.  The user's next request reads it and promotes it; until then
+    it is as safe as the newest record in probation, which is evicted only
+    after all the records written before it.
+
+    Expired entries never read as live and are swept away every
+    ``sweep_interval`` seconds (during a write, so no timer is left running),
+    so memory does not grow with abandoned sessions.
 
     `close` takes the store down (every call raises `StoreUnavailableError`
     and ``disconnect`` is emitted) and `open` brings it back (``connect``),
@@ -39,6 +66,11 @@ class MemoryStore(Store):
     """
 
     backend = "MemoryStore"
+
+    #: The largest share of ``max_entries`` the protected segment (sessions
+    #: used more than once) may hold, read at construction; the rest is kept
+    #: for new sessions (always one record at least).
+    protected_share = 0.8
 
     def __init__(
         self,
@@ -56,8 +88,25 @@ class MemoryStore(Store):
         super().__init__(clock=clock)
         self.max_entries = max_entries
         self.sweep_interval = check_seconds("MemoryStore option sweep_interval", sweep_interval)
-        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        # Below max_entries, always: a new record never evicts itself.
+        self._protected_max = (
+            sys.maxsize
+            if max_entries is None
+            else min(int(max_entries * self.protected_share), max_entries - 1)
+        )
+        #: Records written once and not used since, least recently used first.
+        self._probation: OrderedDict[str, _Entry] = OrderedDict()
+        #: Records used again since they were written, least recently used first.
+        self._protected: OrderedDict[str, _Entry] = OrderedDict()
+        # Where `_live_entry` leaves the record it found: protected, unless that
+        # holds nothing (max_entries=1), when each promotion is undone at once.
+        self._found_in = self._protected if self._protected_max > 0 else self._probation
         self._last_sweep = clock()
+
+    @property
+    def _entries(self) -> ChainMap[str, _Entry]:
+        """Every record of both segments, as one read-only mapping (for tests)."""
+        return ChainMap(self._protected, self._probation)
 
     def get(self, key: str) -> Ready[dict[str, Any] | None]:
         """Return a copy of the live data under ``key`` (a `serializers.Loaded`), or ``None``."""
@@ -74,27 +123,38 @@ class MemoryStore(Store):
         *,
         previous: Mapping[str, Any] | None = None,
     ) -> Ready[bool]:
-        """Store a copy of ``data``; see `Store.set`."""
+        """Store a copy of ``data``; see `Store.set`.
+
+        With ``previous=None`` a key the store does not hold enters probation;
+        any other write is a use of the record, which is then protected.
+        """
         self._check_open()
         raw = serializers.dumps(data)  # first: a value that is not JSON writes nothing
-        if previous is not None:
-            entry = self._live_entry(key)
-            if entry is None:
-                return _FALSE
-            if serializers.raw_json(previous) != entry[1]:
-                # A concurrent request of the same session wrote since this one
-                # loaded: apply only this request's changes, so its writes stay.
-                # (Unchanged since the load, the merge would give ``data`` itself.)
-                to_set, to_unset = serializers.changed_keys(previous, data)
-                merged: dict[str, Any] = serializers.loads(entry[1])
-                merged.update(to_set)
-                for name in to_unset:
-                    merged.pop(name, None)
-                raw = serializers.dumps(merged)
-        # A copy of exactly its size: orjson's bytes keep the few KiB buffer they
-        # were written in (measured: ~4 KiB a session instead of ~150 bytes).
-        self._entries[key] = (self.expires_at(max_age), bytes(memoryview(raw)))
-        self._entries.move_to_end(key)
+        if previous is None:
+            # A copy of exactly its size: orjson's bytes keep the few KiB buffer they
+            # were written in (measured: ~4 KiB a session instead of ~150 bytes).
+            entry = (self.expires_at(max_age), bytes(memoryview(raw)))
+            probation = self._probation
+            if key in probation or key in self._protected:
+                self._write_again(key, entry)
+            else:
+                probation[key] = entry  # a new key goes in at the recent end
+            self._evict()
+            return _TRUE
+        current = self._live_entry(key)  # promotes it: a record used again
+        if current is None:
+            return _FALSE
+        if serializers.raw_json(previous) != current[1]:
+            # A concurrent request of the same session wrote since this one
+            # loaded: apply only this request's changes, so its writes stay.
+            # (Unchanged since the load, the merge would give ``data`` itself.)
+            to_set, to_unset = serializers.changed_keys(previous, data)
+            merged: dict[str, Any] = serializers.loads(current[1])
+            merged.update(to_set)
+            for name in to_unset:
+                merged.pop(name, None)
+            raw = serializers.dumps(merged)
+        self._found_in[key] = (self.expires_at(max_age), bytes(memoryview(raw)))
         self._evict()
         return _TRUE
 
@@ -103,38 +163,48 @@ class MemoryStore(Store):
         entry = self._live_entry(key)
         if entry is None:
             return _FALSE
-        self._entries[key] = (self.expires_at(max_age), entry[1])
+        self._found_in[key] = (self.expires_at(max_age), entry[1])
         return _TRUE
 
     def destroy(self, key: str) -> Ready[None]:
         """Delete the record under ``key``."""
         self._check_open()
-        self._entries.pop(key, None)
+        if self._protected.pop(key, None) is None:
+            self._probation.pop(key, None)
         return _NONE
 
     async def destroy_all(self, **match: Any) -> int:
         """Destroy every live session whose data has these top-level values."""
         self._check_open()
         now = self.clock()
-        doomed = [
-            key
-            for key, (expires, raw) in self._entries.items()
-            if expires > now and self.matches(serializers.loads(raw), match)
-        ]
-        for key in doomed:
-            del self._entries[key]
-        return len(doomed)
+        destroyed = 0
+        for segment in (self._probation, self._protected):
+            doomed = [
+                key
+                for key, (expires, raw) in segment.items()
+                if expires > now and self.matches(serializers.loads(raw), match)
+            ]
+            for key in doomed:
+                del segment[key]
+            destroyed += len(doomed)
+        return destroyed
 
     async def count(self) -> int:
         """Return how many live sessions are held."""
         self._check_open()
         now = self.clock()
-        return sum(1 for expires, _ in self._entries.values() if expires > now)
+        return sum(
+            1
+            for segment in (self._probation, self._protected)
+            for expires, _ in segment.values()
+            if expires > now
+        )
 
     async def clear(self) -> None:
         """Delete every session."""
         self._check_open()
-        self._entries.clear()
+        self._probation.clear()
+        self._protected.clear()
 
     async def close(self) -> None:
         """Take the store down: calls fail with `StoreUnavailableError`."""
@@ -150,26 +220,57 @@ class MemoryStore(Store):
         if not self._connected:
             raise StoreUnavailableError("MemoryStore is closed; call open() to serve again")
 
-    def _live_entry(self, key: str) -> tuple[float, bytes] | None:
-        """The entry under ``key`` if it has not expired (an expired one is dropped)."""
+    def _live_entry(self, key: str) -> _Entry | None:
+        """The entry under ``key`` if it has not expired (an expired one is dropped).
+
+        Finding it is a use: it becomes the most recently used protected
+        record (a probation record is promoted), and is then in `_found_in`.
+        """
         self._check_open()
-        entry = self._entries.get(key)
-        if entry is None:
+        protected = self._protected
+        entry = protected.get(key)
+        if entry is not None:
+            if entry[0] <= self.clock():
+                del protected[key]
+                return None
+            protected.move_to_end(key)
+            return entry
+        entry = self._probation.pop(key, None)
+        if entry is None or entry[0] <= self.clock():
             return None
-        if entry[0] <= self.clock():
-            del self._entries[key]
-            return None
-        self._entries.move_to_end(key)
+        self._promote(key, entry)
         return entry
 
+    def _promote(self, key: str, entry: _Entry) -> None:
+        """Put ``key`` (out of probation) at the recent end of protected; demote past the bound."""
+        protected = self._protected
+        protected[key] = entry
+        if len(protected) > self._protected_max:
+            demoted, demoted_entry = protected.popitem(last=False)
+            self._probation[demoted] = demoted_entry
+
+    def _write_again(self, key: str, entry: _Entry) -> None:
+        """Replace the record under ``key`` with ``entry``: a use, like `_live_entry`'s."""
+        if key in self._protected:
+            self._protected[key] = entry
+            self._protected.move_to_end(key)
+        else:
+            del self._probation[key]
+            self._promote(key, entry)
+
     def _evict(self) -> None:
-        """Drop expired entries now and then, and the least recently used past the bound."""
+        """Drop expired entries now and then, and past the bound the LRU of probation first."""
         now = self.clock()
         if now - self._last_sweep >= self.sweep_interval:
             self._last_sweep = now
-            expired = [key for key, (expires, _) in self._entries.items() if expires <= now]
-            for key in expired:
-                del self._entries[key]
-        if self.max_entries is not None:
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+            for segment in (self._probation, self._protected):
+                expired = [key for key, (expires, _) in segment.items() if expires <= now]
+                for key in expired:
+                    del segment[key]
+        max_entries = self.max_entries
+        if max_entries is not None:
+            probation, protected = self._probation, self._protected
+            while len(probation) + len(protected) > max_entries:
+                # Protected is bounded below max_entries, so probation is empty
+                # here only if max_entries was lowered after construction.
+                (probation or protected).popitem(last=False)
