@@ -51,7 +51,7 @@ class CountingStore(Store):
         self.calls["set"] += 1
         return self.inner.set(key, data, max_age, **kwargs)
 
-    def destroy(self, key: str) -> Awaitable[None]:
+    def destroy(self, key: str) -> Awaitable[bool]:
         self.calls["destroy"] += 1
         return self.inner.destroy(key)
 

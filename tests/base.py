@@ -38,7 +38,7 @@ class CountingStore(MemoryStore):
         self.calls["set"] += 1
         return super().set(key, data, max_age, **kwargs)
 
-    def destroy(self, key: str) -> Ready[None]:
+    def destroy(self, key: str) -> Ready[bool]:
         self.calls["destroy"] += 1
         return super().destroy(key)
 

@@ -95,6 +95,8 @@ class Slow(SessionMixin, tornado.web.RequestHandler):
         await type(self).gate.wait()
         if what == "write":
             self.session["late"] = "write"
+        elif what == "regenerate":
+            await self.regenerate_session()
         self.write(user)
 
 
@@ -362,6 +364,20 @@ class SecurityCases(SessionTestCase):
         self.assertNotIn(COOKIE, self.jar)
         self.assertEqual(await self.whoami(cookie), {})
         self.assertIsNone(await self.record(self.session_id(cookie)))
+
+    @gen_test
+    async def test_concurrent_logout_is_not_undone_by_a_slower_request_that_regenerates(
+        self,
+    ) -> None:
+        response, cookie = await self.race("regenerate")
+        self.assertEqual((response.code, response.body), (200, b"victim"))
+        morsel = set_cookies(response).get(COOKIE)
+        assert morsel is not None
+        self.assertTrue(cookie_expired(morsel))  # no cookie for a new id: the session is over
+        self.assertNotIn(COOKIE, self.jar)
+        self.assertEqual(await self.whoami(cookie), {})
+        assert self.store is not None
+        self.assertEqual(await self.store.count(), 0)  # the data was not written under a new id
 
     @gen_test
     async def test_concurrent_logout_is_not_undone_by_a_slower_rolling_request(self) -> None:

@@ -462,20 +462,19 @@ class SessionContext:
             assert self.store_key is not None
             written = await self.call_store(store.touch, self.store_key, lifetime)
         else:
-            previous: serializers.Loaded | None = None
-            if session.id is None:  # new or regenerated: a record of its own
-                session_id = self._new_id()
-                session._assign_id(session_id)
-                self.store_key = self.config.store_key(session_id)
-            else:
-                previous = session.loaded_data()
-            assert self.store_key is not None
-            written = await self.call_store(
-                store.set, self.store_key, session.staged_data(), lifetime, previous=previous
-            )
-            if written and state.retired_key:
-                await self.call_store(store.destroy, state.retired_key)
-                state.retired_key = None
+            written = await self._retire_first() if state.retired_key else True
+            if written:
+                previous: serializers.Loaded | None = None
+                if session.id is None:  # new or regenerated: a record of its own
+                    session_id = self._new_id()
+                    session._assign_id(session_id)
+                    self.store_key = self.config.store_key(session_id)
+                else:
+                    previous = session.loaded_data()
+                assert self.store_key is not None
+                written = await self.call_store(
+                    store.set, self.store_key, session.staged_data(), lifetime, previous=previous
+                )
         if not written:
             state.cookie_sent = True
             decision = Decision(Action.DESTROY, "destroyed by a concurrent request",
@@ -484,6 +483,23 @@ class SessionContext:
             state.written_at = now
             state.expires = round(now + lifetime, 3)
         return self.complete(decision)
+
+    async def _retire_first(self) -> bool:
+        """Delete the record a regeneration (or destroy) retired, before the new one is written.
+
+        Returns whether the new record may be written: not when the retired
+        session was regenerated and a concurrent request (a logout) destroyed
+        it first, as writing its data under a new id would bring it back.  A
+        session the handler destroyed and filled anew holds new data: that is
+        written either way.  (Should the process die between the two calls,
+        the user is logged out: the failure is closed.)
+        """
+        state = self.state
+        store = self.config.options.store
+        assert store is not None and state.retired_key is not None
+        alive = await self.call_store(store.destroy, state.retired_key)
+        state.retired_key = None
+        return alive or not state.regenerated
 
     def complete(self, decision: Decision) -> CookieUpdate | None:
         """Finish the commit: update the session's baseline, return the cookie to send.

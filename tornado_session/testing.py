@@ -171,13 +171,22 @@ class StoreContract(AsyncTestCase):
     async def test_destroy_removes_the_record(self) -> None:
         await self.store.set("k1", {"n": 1}, 60)
         await self.store.set("k2", {"n": 2}, 60)
-        await self.store.destroy("k1")
+        self.assertIs(await self.store.destroy("k1"), True)
         self.assertIsNone(await self.store.get("k1"))
         self.assertEqual(await self.store.get("k2"), {"n": 2})
 
     @gen_test
     async def test_destroy_of_missing_key_is_not_an_error(self) -> None:
-        await self.store.destroy("no-such-key")
+        self.assertIs(await self.store.destroy("no-such-key"), False)
+        await self.store.set("k1", {"n": 1}, 60)
+        await self.store.destroy("k1")
+        self.assertIs(await self.store.destroy("k1"), False)  # a second logout
+
+    @gen_test(timeout=10)
+    async def test_destroy_of_an_expired_record_says_it_was_not_live(self) -> None:
+        await self.store.set("k1", {"n": 1}, self.short_max_age)
+        await self.advance(self.short_max_age * 2.5)
+        self.assertIs(await self.store.destroy("k1"), False)
 
     # -- updates of an existing session ------------------------------------
 

@@ -364,8 +364,13 @@ class Store(abc.ABC):
         return await self.set(key, data, max_age, previous=data)
 
     @abc.abstractmethod
-    def destroy(self, key: str) -> Awaitable[None]:
-        """Delete the record under ``key``; a missing record is not an error."""
+    def destroy(self, key: str) -> Awaitable[bool]:
+        """Delete the record under ``key``; return whether a live one was there.
+
+        A missing or expired record is not an error (``False``).  The answer
+        lets a regeneration tell that a concurrent request destroyed the
+        session first (a logout), so that it does not bring the data back.
+        """
 
     async def close(self) -> None:
         """Release the backend's resources (a client this store created)."""

@@ -166,12 +166,11 @@ class MemoryStore(Store):
         self._found_in[key] = (self.expires_at(max_age), entry[1])
         return _TRUE
 
-    def destroy(self, key: str) -> Ready[None]:
-        """Delete the record under ``key``."""
+    def destroy(self, key: str) -> Ready[bool]:
+        """Delete the record under ``key``; whether a live one was there."""
         self._check_open()
-        if self._protected.pop(key, None) is None:
-            self._probation.pop(key, None)
-        return _NONE
+        entry = self._protected.pop(key, None) or self._probation.pop(key, None)
+        return _TRUE if entry is not None and entry[0] > self.clock() else _FALSE
 
     async def destroy_all(self, **match: Any) -> int:
         """Destroy every live session whose data has these top-level values."""

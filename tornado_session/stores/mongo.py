@@ -399,10 +399,17 @@ class MongoStore(Store):
             key, {"$set": {"expires": self._datetime(self.expires_at(max_age))}}
         )
 
-    async def destroy(self, key: str) -> None:
-        """Delete the record under ``key``."""
+    async def destroy(self, key: str) -> bool:
+        """Delete the live record under ``key``; whether there was one.
+
+        An expired document is left to the TTL index (it reads as missing
+        already), so that the answer says whether the session was alive.
+        """
         await self._ensure_ready()
-        await self._call(self.collection.delete_one, {"_id": key})
+        result = await self._call(
+            self.collection.delete_one, {"_id": key, "expires": {"$gt": self._now()}}
+        )
+        return bool(result.deleted_count)
 
     async def destroy_all(self, **match: Any) -> int:
         """Destroy every live session whose data has these top-level values.

@@ -299,9 +299,9 @@ class RedisStore(Store):
         """Renew the TTL of a live record (one ``PEXPIRE``); ``False`` when there is none."""
         return bool(await self._call(self.client.pexpire, self.namespace + key, _ttl_ms(max_age)))
 
-    async def destroy(self, key: str) -> None:
-        """Delete the record under ``key`` (one ``DEL``)."""
-        await self._call(self.client.delete, self.namespace + key)
+    async def destroy(self, key: str) -> bool:
+        """Delete the record under ``key`` (one ``DEL``); whether a live one was there."""
+        return bool(await self._call(self.client.delete, self.namespace + key))
 
     async def destroy_all(self, **match: Any) -> int:
         """Destroy every session whose data has these top-level values.
