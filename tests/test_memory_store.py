@@ -20,6 +20,9 @@ class TestMemoryStoreContract(StoreContract):
     def make_store(self) -> MemoryStore:
         return MemoryStore(clock=self.clock)
 
+    def make_neighbour(self) -> MemoryStore:
+        return MemoryStore(clock=self.clock)  # each application its own: nothing is shared
+
 
 class TestMemoryStoreBounds(AsyncTestCase):
     @gen_test

@@ -61,9 +61,14 @@ class TestMongoStoreContractPyMongo(StoreContract):
                 server_uri(), event_listeners=[MongoStore.listener()],
                 serverSelectionTimeoutMS=5000,
             )
-            return MongoStore(self.client[DATABASE][unique_collection()], clock=self.clock)
+            return MongoStore(
+                self.client[DATABASE][unique_collection()], namespace="app-a:", clock=self.clock
+            )
 
         return self.io_loop.run_sync(build)
+
+    def make_neighbour(self) -> MongoStore:
+        return MongoStore(self.store.collection, namespace="app-b:", clock=self.clock)
 
     async def _close_store(self) -> None:
         await super()._close_store()
@@ -76,7 +81,12 @@ class TestMongoStoreContractMotor(StoreContract):
 
     def make_store(self) -> MongoStore:
         self.client: Any = AsyncIOMotorClient(server_uri(), serverSelectionTimeoutMS=5000)
-        return MongoStore(self.client[DATABASE][unique_collection()], clock=self.clock)
+        return MongoStore(
+            self.client[DATABASE][unique_collection()], namespace="app-a:", clock=self.clock
+        )
+
+    def make_neighbour(self) -> MongoStore:
+        return MongoStore(self.store.collection, namespace="app-b:", clock=self.clock)
 
     async def _close_store(self) -> None:
         await super()._close_store()
@@ -92,9 +102,12 @@ class TestMongoStoreContractRealMongoDB(StoreContract):
     def make_store(self) -> MongoStore:
         assert MONGODB_URI
         return MongoStore.from_uri(
-            MONGODB_URI, collection=unique_collection(), clock=self.clock,
+            MONGODB_URI, collection=unique_collection(), namespace="app-a:", clock=self.clock,
             serverSelectionTimeoutMS=5000,
         )
+
+    def make_neighbour(self) -> MongoStore:
+        return MongoStore(self.store.collection, namespace="app-b:", clock=self.clock)
 
 
 class Login(SessionMixin, tornado.web.RequestHandler):

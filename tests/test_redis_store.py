@@ -38,6 +38,9 @@ class TestRedisStoreContract(RedisServerCase, StoreContract):
     def make_store(self) -> RedisStore:
         return RedisStore.from_url(self.redis_server.url, clock=self.clock)
 
+    def make_neighbour(self) -> RedisStore:
+        return RedisStore.from_url(self.redis_server.url, namespace="other-app:", clock=self.clock)
+
 
 class TestRedisStoreContractWithOwnClient(RedisServerCase, StoreContract):
     """The same contract through a client the application made, in another namespace.

@@ -128,6 +128,18 @@ class StoreContract(AsyncTestCase):
         else:
             await asyncio.sleep(seconds)
 
+    def make_neighbour(self) -> Store | None:
+        """Return the store of another application on the same backend, or ``None``.
+
+        Applications that share a backend (one Redis database, one MongoDB
+        collection) give their stores different namespaces, and then neither
+        sees the other's sessions, `destroy_all`, `count` and `clear` included:
+        `test_a_neighbour_application_sees_none_of_these_sessions` holds the
+        store to it.  A `MemoryStore` is its own backend: a new one is a
+        neighbour.  ``None`` (the default) skips that test, saying why.
+        """
+        return None
+
     def needs_bulk_operations(self) -> None:
         """Skip the calling test when the store has no bulk operations."""
         if not self.bulk_operations:
@@ -385,6 +397,32 @@ class StoreContract(AsyncTestCase):
         self.assertEqual(await self.store.get("b?"), {"key": "b?"})
         await self.store.clear()
         self.assertEqual(await self.store.count(), 0)
+
+    @gen_test
+    async def test_a_neighbour_application_sees_none_of_these_sessions(self) -> None:
+        self.needs_bulk_operations()
+        neighbour = self.make_neighbour()
+        if neighbour is None:
+            self.skipTest(f"{type(self).__name__}.make_neighbour() gives no neighbour store")
+        try:
+            for store, app in ((self.store, "ours"), (neighbour, "theirs")):
+                await store.set("same-key", {"user_id": 1, "app": app}, 60)
+                await store.set(f"{app}-only", {"user_id": 1, "app": app}, 60)
+            self.assertEqual(await self.store.get("same-key"), {"user_id": 1, "app": "ours"})
+            self.assertEqual(await neighbour.get("same-key"), {"user_id": 1, "app": "theirs"})
+            self.assertIsNone(await self.store.get("theirs-only"))
+            self.assertEqual(await self.store.count(), 2)
+            self.assertEqual(await self.store.destroy_all(user_id=1), 2)  # log out everywhere
+            self.assertEqual(await neighbour.count(), 2)
+            self.assertEqual(await neighbour.get("same-key"), {"user_id": 1, "app": "theirs"})
+            await self.store.set("ours-again", {"n": 1}, 60)
+            await self.store.clear()
+            self.assertEqual(await neighbour.count(), 2)
+            self.assertIs(await self.store.destroy("theirs-only"), False)
+            self.assertEqual(await neighbour.get("theirs-only"), {"user_id": 1, "app": "theirs"})
+        finally:
+            await neighbour.clear()
+            await neighbour.close()
 
     # -- data that must survive the round trip ---------------------------------
 

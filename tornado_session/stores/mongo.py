@@ -49,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import inspect
+import re
 import threading
 import time
 import weakref
@@ -177,6 +178,12 @@ class MongoStore(Store):
     closes its client.  `from_uri` builds the client too (and `close` closes
     it).
 
+    ``namespace`` is put before every ``_id``: applications that share one
+    collection each give their own, and then neither sees the other's
+    sessions, `destroy_all`, `count` and `clear` included (they match
+    ``_id`` by its namespace, an anchored prefix that uses the ``_id`` index).
+    The default, ``""``, is the whole collection.
+
     ``create_ttl_index=False`` leaves index creation to you (for a user
     without the ``createIndex`` privilege); the ``expires > now`` filter keeps
     expired sessions out either way.  ``probe_interval`` is how often a store
@@ -189,11 +196,16 @@ class MongoStore(Store):
         self,
         collection: Any,
         *,
+        namespace: str = "",
         clock: Clock = time.time,
         create_ttl_index: bool = True,
         probe_interval: float = 0.5,
     ) -> None:
         _require_pymongo()
+        if not isinstance(namespace, str):
+            raise SessionOptionError(
+                f"MongoStore(namespace={namespace!r}): expected a str put before every _id"
+            )
         if isinstance(collection, pymongo.collection.Collection):
             raise SessionOptionError(
                 f"MongoStore(collection={collection!r}): a synchronous PyMongo collection would "
@@ -207,6 +219,12 @@ class MongoStore(Store):
                 "collection, e.g. pymongo.AsyncMongoClient(uri)['app']['sessions']"
             )
         super().__init__(clock=clock, probe_interval=probe_interval)
+        #: Put before every ``_id``; the bulk operations see only ids that start with it.
+        self.namespace = namespace
+        #: The filter of this store's documents (nothing for the whole collection).
+        self._scope: dict[str, Any] = (
+            {"_id": {"$regex": "^" + re.escape(namespace)}} if namespace else {}
+        )
         #: The collection (with the store's codec options) and its client;
         #: ``None`` until first use for a store built by `from_uri` outside a loop.
         self.collection: Any = None
@@ -244,6 +262,7 @@ class MongoStore(Store):
         database: str | None = None,
         collection: str = "sessions",
         *,
+        namespace: str = "",
         clock: Clock = time.time,
         create_ttl_index: bool = True,
         probe_interval: float = 0.5,
@@ -272,7 +291,8 @@ class MongoStore(Store):
             client_options["serverSelectionTimeoutMS"] = _SERVER_SELECTION_TIMEOUT_MS
         spec = _ClientSpec(uri, database, collection, client_options)
         return cls(
-            spec, clock=clock, create_ttl_index=create_ttl_index, probe_interval=probe_interval
+            spec, namespace=namespace, clock=clock, create_ttl_index=create_ttl_index,
+            probe_interval=probe_interval
         )
 
     def _open(self) -> None:
@@ -340,7 +360,8 @@ class MongoStore(Store):
         await self._ensure_ready()
         document = await self._call(
             self.collection.find_one,
-            {"_id": key, "expires": {"$gt": self._now()}}, {"data": 1, "_id": 0},
+            {"_id": self.namespace + key, "expires": {"$gt": self._now()}},
+            {"data": 1, "_id": 0},
         )
         if document is None:
             return None
@@ -375,8 +396,9 @@ class MongoStore(Store):
         previous: Mapping[str, Any] | None,
     ) -> bool:
         if previous is None:
-            document = {"_id": key, "data": _escape(dict(data)), "expires": expires}
-            await self._call(self.collection.replace_one, {"_id": key}, document, upsert=True)
+            name = self.namespace + key
+            document = {"_id": name, "data": _escape(dict(data)), "expires": expires}
+            await self._call(self.collection.replace_one, {"_id": name}, document, upsert=True)
             return True
         to_set, to_unset = serializers.changed_keys(previous, data)
         update: dict[str, Any] = {
@@ -407,7 +429,8 @@ class MongoStore(Store):
         """
         await self._ensure_ready()
         result = await self._call(
-            self.collection.delete_one, {"_id": key, "expires": {"$gt": self._now()}}
+            self.collection.delete_one,
+            {"_id": self.namespace + key, "expires": {"$gt": self._now()}},
         )
         return bool(result.deleted_count)
 
@@ -420,7 +443,7 @@ class MongoStore(Store):
         list, and a scalar does not match a list that contains it.
         """
         await self._ensure_ready()
-        query: dict[str, Any] = {"expires": {"$gt": self._now()}}
+        query: dict[str, Any] = {**self._scope, "expires": {"$gt": self._now()}}
         for name, value in match.items():
             field = "data." + escape_field_name(name)
             value = _escape(value)
@@ -433,17 +456,17 @@ class MongoStore(Store):
         return int(result.deleted_count)
 
     async def count(self) -> int:
-        """Return how many live sessions the collection holds."""
+        """Return how many live sessions the store (its namespace) holds."""
         await self._ensure_ready()
         found = await self._call(
-            self.collection.count_documents, {"expires": {"$gt": self._now()}}
+            self.collection.count_documents, {**self._scope, "expires": {"$gt": self._now()}}
         )
         return int(found)
 
     async def clear(self) -> None:
-        """Delete every session in the collection."""
+        """Delete every session of the store (its namespace; the whole collection for ``""``)."""
         await self._ensure_ready()
-        await self._call(self.collection.delete_many, {})
+        await self._call(self.collection.delete_many, dict(self._scope))
 
     async def ping(self) -> None:
         """Send ``ping``; `StoreUnavailableError` when MongoDB does not answer."""
@@ -476,7 +499,8 @@ class MongoStore(Store):
     async def _update(self, key: str, update: dict[str, Any]) -> bool:
         """Update the live record under ``key`` (no upsert); whether one was there."""
         result = await self._call(
-            self.collection.update_one, {"_id": key, "expires": {"$gt": self._now()}}, update
+            self.collection.update_one,
+            {"_id": self.namespace + key, "expires": {"$gt": self._now()}}, update,
         )
         return bool(result.matched_count)
 
