@@ -1,30 +1,55 @@
-"""RedisStore: sessions in Redis, one hash per session, expired by Redis itself.
+"""RedisStore: sessions in Redis, one JSON string per session, expired by Redis itself.
 
-Each session is a Redis hash under the store's ``namespace`` plus the key the
-lifecycle gives (a hash of the session id, never the id).  Each top-level
-session key is one field holding the orjson bytes of its value, and a field
-made of the one byte 0xFF (never valid UTF-8, so never a session key) marks
-the record, so an empty session still exists.  The key carries its own TTL:
-Redis expires it, on its own clock, without any sweeping on our side.
+Each session is a Redis string under the store's ``namespace`` plus the key the
+lifecycle gives (a hash of the session id, never the id), holding the session's
+canonical JSON (`serializers.dumps`: the bytes the lifecycle compares for change
+detection).  The key carries its own TTL: Redis expires it, on its own clock,
+without any sweeping on our side.
 
-Every operation is one round trip:
+Every operation is one round trip in the common case:
 
-* `RedisStore.get` is one ``HGETALL``;
-* a new or regenerated session is written by one ``EVALSHA`` of a small Lua
-  script that replaces the hash and sets its TTL (``DEL``, ``HSET``,
-  ``PEXPIRE``), atomically;
-* an update of a loaded session sends only the changed keys: the same script
-  checks that the hash still exists (a concurrent logout wins: nothing is
-  written and `RedisStore.set` returns ``False``), then writes the changed
-  fields (``HSET``), deletes the removed ones (``HDEL``) and renews the TTL,
-  atomically.  Two requests of one user that change different keys both keep
-  their writes;
-* `RedisStore.touch`, and an update that changes no key, are one ``PEXPIRE``;
+* `RedisStore.get` is one ``GET``, and answers a `serializers.Loaded` whose
+  ``raw`` is the stored bytes, so the lifecycle takes them as its baseline
+  without serialising the data again;
+* a new or regenerated session is one ``SET ... PX``;
+* an update of a loaded session is one ``EVALSHA`` of a four-line script that
+  compares the stored bytes with those the request loaded and, when they are
+  the same, replaces them (``SET ... PX``): a compare-and-set, atomic in Redis.
+  When the record is gone (a concurrent logout, or it expired) nothing is
+  written and `RedisStore.set` returns ``False``: logout wins.  When another
+  request wrote it since this one loaded it, the script answers the current
+  bytes instead; the store applies this request's changes to them key by key
+  (`serializers.changed_keys` against what it loaded) and compares-and-sets
+  again, so two requests that change different keys both keep their writes,
+  and no reader ever sees a record without a write that was acknowledged;
+* `RedisStore.touch`, and an update that changes nothing, are one ``PEXPIRE``;
 * `RedisStore.destroy` is one ``DEL``.
 
+Why a string and a script (measured on the project's 2-core machine, against
+Debian's redis-server 7.0 pinned to one core; docs/stores-redis.md has the
+table): a ``GET`` of the 200-byte benchmark session costs the server and the
+client less than the ``HGETALL`` of the nine fields of the hash this store
+kept before, and the client decodes one JSON document instead of one per key.
+A write that must not lose a concurrent one needs an atomic compare in Redis
+7.0, which has no conditional ``SET`` on a value: ``SET ... XX GET`` followed
+by a repair would let a reader see, between the two, a record without the
+other request's completed write; ``WATCH``/``MULTI`` takes three round trips;
+a list of per-key deltas appended with ``RPUSHX`` needs a second command for
+the TTL, which cost more through redis-py's pipeline than the script saves;
+a Redis Function (``FCALL``) of the same body costs what ``EVALSHA`` does and
+needs Redis 7.  So the script stays, as short as it can be, and runs only for
+an update that changed something.
+
+A key under the namespace that is not a string (such as the hash of a session
+written by the earlier layout of this store) or whose value is not a JSON
+object reads as a missing session, with a warning; an update of it writes
+nothing and returns ``False``.  Redis's ``WRONGTYPE`` answer never reaches the
+application.  Those records are left to expire by their TTL; `clear` deletes
+them.
+
 `RedisStore.count`, `RedisStore.clear` and `RedisStore.destroy_all` walk the
-namespace with ``SCAN`` (never ``KEYS``, which blocks the server) and touch only
-the hashes under it; nothing here ever calls ``FLUSHDB``.
+namespace with ``SCAN`` (never ``KEYS``, which blocks the server); nothing here
+ever calls ``FLUSHDB``.
 
 The ``redis`` package is imported when a store is built, not when this module
 is, so ``import tornado_session`` works without it.
@@ -36,7 +61,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .. import serializers
@@ -50,41 +75,20 @@ logger = logging.getLogger(__name__)
 
 _INSTALL_HINT = 'RedisStore needs the redis package: pip install "tornado-session[redis]"'
 
-#: The field present in every session hash.  Not valid UTF-8, so no session
-#: key (a ``str``) can collide with it; its value is the layout version.
-MARKER = b"\xff"
-_LAYOUT = b"1"
-
-#: Replace (``mode == "new"``) or update (``"update"``) one session hash, and
-#: set its TTL.  KEYS[1]: the hash.  ARGV: TTL in ms, mode, how many fields to
-#: set, those field/value pairs, then the fields to delete.  An update of a
-#: hash that does not exist (destroyed or expired) writes nothing and returns 0.
-#: ``unpack`` is chunked: Lua's stack takes a few thousand values at most.
-_WRITE_SCRIPT = """
-local key = KEYS[1]
-if ARGV[2] == 'update' then
-  if redis.call('EXISTS', key) == 0 then return 0 end
-else
-  redis.call('DEL', key)
+#: Compare-and-set one session string.  KEYS[1]: the key.  ARGV: the TTL in
+#: ms, the bytes the request loaded, the bytes to write.  Returns 1 when it
+#: wrote, 0 when there is no record (destroyed or expired: nothing is
+#: written), or the record's bytes when they are not those the request loaded.
+_CAS_SCRIPT = """
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[2] then
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[1])
+  return 1
 end
-local last = 3 + 2 * tonumber(ARGV[3])
-local i = 4
-while i <= last do
-  local j = math.min(i + 999, last)
-  redis.call('HSET', key, unpack(ARGV, i, j))
-  i = j + 1
-end
-i = last + 1
-while i <= #ARGV do
-  local j = math.min(i + 999, #ARGV)
-  redis.call('HDEL', key, unpack(ARGV, i, j))
-  i = j + 1
-end
-redis.call('PEXPIRE', key, ARGV[1])
-return 1
+return current or 0
 """
 
-_WRITE_SHA = hashlib.sha1(_WRITE_SCRIPT.encode("utf-8")).hexdigest()
+_CAS_SHA = hashlib.sha1(_CAS_SCRIPT.encode("utf-8")).hexdigest()
 
 
 def _redis_modules() -> tuple[Any, Any]:
@@ -116,8 +120,8 @@ class RedisStore(Store):
 
     ``namespace`` is put before every key, so several applications (or a
     session store and a cache) share one database without touching each
-    other's keys: `clear`, `count` and `destroy_all` only see the hashes under
-    it.  It must not be empty.
+    other's keys: `clear`, `count` and `destroy_all` only see the keys under
+    it (`clear` deletes all of them).  It must not be empty.
 
     The store reports the connection's real state: a command that fails with a
     connection error or a time-out emits ``disconnect`` and raises
@@ -241,30 +245,25 @@ class RedisStore(Store):
 
     # -- the protocol -----------------------------------------------------------
 
-    async def get(self, key: str) -> dict[str, Any] | None:
-        """Return the session under ``key`` (one ``HGETALL``), or ``None``.
+    async def get(self, key: str) -> serializers.Loaded | None:
+        """Return the session under ``key`` (one ``GET``), or ``None``.
 
-        Redis never returns a key whose TTL ran out, so an expired session
-        reads as missing.  A record that does not decode (written by something
-        else) reads as missing too, with a warning, so it becomes a fresh
-        session rather than an error page.
+        The answer is a `serializers.Loaded` carrying the stored bytes.  Redis
+        never returns a key whose TTL ran out, so an expired session reads as
+        missing.  A record that is not a session (not a string, such as a hash
+        of the earlier layout, or not a JSON object) reads as missing too, with
+        a warning, so it becomes a fresh session rather than an error page.
         """
-        fields: dict[bytes, bytes] = await self._call(self.client.hgetall, self.namespace + key)
-        if not fields:
-            return None
         try:
-            return {
-                name.decode("utf-8"): serializers.loads(raw)
-                for name, raw in fields.items()
-                if name != MARKER
-            }
-        except (UnicodeDecodeError, serializers.DecodeError):
-            logger.warning(
-                "a session record under namespace %r does not decode as JSON; "
-                "it is treated as missing",
-                self.namespace,
-            )
+            raw: bytes | None = await self._call(self.client.get, self.namespace + key)
+        except SessionError as exc:
+            if not self._wrong_type(exc):
+                raise
+            self._not_a_session("is not a string")
             return None
+        if raw is None:
+            return None
+        return self._decode(raw)
 
     async def set(
         self,
@@ -276,24 +275,39 @@ class RedisStore(Store):
     ) -> bool:
         """Write ``data`` with a TTL of ``max_age``; see `Store.set`.
 
-        With ``previous`` only the keys that differ from it are written, and
-        only if the record still exists (one atomic script); when none differ
-        only the TTL is renewed (one ``PEXPIRE``).
+        A new session is one ``SET``.  With ``previous``: one ``PEXPIRE`` when
+        nothing changed; otherwise one compare-and-set script, which writes
+        only if the record is still what the request loaded, and answers the
+        record as it is now when it is not: the changes are then applied to
+        that, key by key, and the compare-and-set is tried again.
         """
         name = self.namespace + key
         ttl = _ttl_ms(max_age)
+        raw = serializers.raw_json(data)  # a value that is not JSON: raises naming its key
         if previous is None:
-            pairs = self._encode(data, data.keys())
-            return bool(await self._write(name, ttl, "new", [MARKER, _LAYOUT, *pairs], []))
-        try:
-            to_set, to_unset = serializers.changed_keys(previous, data)
-        except TypeError:  # a value that is not JSON replaced a stored one
-            serializers.dumps(data)  # raises SessionSerializationError naming the key
-            raise
-        if not to_set and not to_unset:
+            await self._call(self.client.set, name, raw, px=ttl)
+            return True
+        loaded = serializers.raw_json(previous)
+        if raw == loaded:
             return bool(await self._call(self.client.pexpire, name, ttl))
-        pairs = self._encode(data, to_set.keys())
-        return bool(await self._write(name, ttl, "update", pairs, to_unset))
+        changes: tuple[dict[str, Any], list[str]] | None = None
+        # Each pass that finds other bytes than it expected follows a write by
+        # another request: the loop ends when the record holds still for one
+        # round trip.
+        while True:
+            answer = await self._compare_and_set(name, ttl, loaded, raw)
+            if isinstance(answer, int):
+                return answer == 1
+            current = self._decode(answer)
+            if current is None:
+                return False
+            if changes is None:
+                changes = serializers.changed_keys(previous, data)
+            to_set, to_unset = changes
+            current.update(to_set)
+            for removed in to_unset:
+                current.pop(removed, None)
+            loaded, raw = answer, serializers.dumps(current)
 
     async def touch(self, key: str, max_age: float) -> bool:
         """Renew the TTL of a live record (one ``PEXPIRE``); ``False`` when there is none."""
@@ -306,33 +320,33 @@ class RedisStore(Store):
     async def destroy_all(self, **match: Any) -> int:
         """Destroy every session whose data has these top-level values.
 
-        Walks the namespace with ``SCAN``; per batch of keys, one pipelined
-        round trip reads the matched fields (``HMGET``) and one ``UNLINK``
-        deletes the sessions that match.  Returns how many were deleted.
+        Walks the namespace's strings with ``SCAN``; per page of keys, one
+        ``MGET`` reads the sessions and one ``UNLINK`` deletes those that
+        match.  Returns how many were deleted.
         """
-        fields = [MARKER, *(name.encode("utf-8") for name in match)]
         destroyed = 0
-        async for batch in self._scan():
-            values = await self._call(self._read_fields, batch, fields)
+        async for batch in self._scan("string"):
+            values: list[bytes | None] = await self._call(self.client.mget, batch)
             doomed = [
                 name for name, raw in zip(batch, values, strict=True)
-                if raw[0] is not None and self._matches(match, raw[1:])
+                if raw is not None and self._matches(raw, match)
             ]
             if doomed:
                 destroyed += await self._call(self.client.unlink, *doomed)
         return destroyed
 
     async def count(self) -> int:
-        """Return how many sessions the namespace holds (``SCAN``, never ``KEYS``)."""
+        """Return how many sessions (strings) the namespace holds (``SCAN``, never ``KEYS``)."""
         seen: set[bytes] = set()
-        async for batch in self._scan():
+        async for batch in self._scan("string"):
             seen.update(batch)
         return len(seen)
 
     async def clear(self) -> None:
-        """Delete every session under the namespace (``SCAN`` and ``UNLINK``).
+        """Delete every key under the namespace (``SCAN`` and ``UNLINK``).
 
-        Other keys in the database are left alone.
+        Records of the earlier layout go too; keys outside the namespace are
+        left alone.
         """
         async for batch in self._scan():
             await self._call(self.client.unlink, *batch)
@@ -362,66 +376,73 @@ class RedisStore(Store):
             return SessionError(f"Redis refused a RedisStore command: {exc}")
         return super()._driver_error(exc)
 
-    async def _write(
-        self, name: str, ttl: int, mode: str, pairs: list[bytes], unset: list[str]
-    ) -> int:
-        """Run the write script: one ``EVALSHA`` (plus ``SCRIPT LOAD`` when Redis lacks it).
+    @staticmethod
+    def _wrong_type(exc: SessionError) -> bool:
+        """Whether Redis refused a command because the key holds another type."""
+        return str(exc.__cause__).startswith("WRONGTYPE")
+
+    def _not_a_session(self, what: str) -> None:
+        logger.warning(
+            "a key under the RedisStore namespace %r %s, so it is not a session: it is "
+            "treated as missing (a hash is a session of the store's earlier layout; "
+            "it expires on its own, or RedisStore.clear() deletes it)",
+            self.namespace, what,
+        )
+
+    def _decode(self, raw: bytes) -> serializers.Loaded | None:
+        """The session in ``raw``, keeping the bytes; ``None`` (and a warning) if it is not one."""
+        try:
+            data = serializers.loads(raw)
+        except serializers.DecodeError:
+            data = None
+        if type(data) is not dict:
+            self._not_a_session("does not hold a JSON object")
+            return None
+        loaded = serializers.Loaded(data)
+        loaded.raw = raw
+        return loaded
+
+    async def _compare_and_set(
+        self, name: str, ttl: int, loaded: bytes, raw: bytes
+    ) -> int | bytes:
+        """Run the compare-and-set script: one ``EVALSHA`` (and ``SCRIPT LOAD`` if Redis lacks it).
 
         The script's SHA is known in advance, so a process whose server already
-        has the script (another process loaded it) never sends it.
+        has the script (another process loaded it) never sends it.  A key of
+        another type answers as a missing record, with a warning.
         """
-        args = (ttl, mode, len(pairs) // 2, *pairs, *unset)
+        args = (_CAS_SHA, 1, name, ttl, loaded, raw)
         try:
-            return int(await self._call(self.client.evalsha, _WRITE_SHA, 1, name, *args))
+            try:
+                answer: int | bytes = await self._call(self.client.evalsha, *args)
+            except SessionError as exc:
+                if not isinstance(exc.__cause__, self._no_script):
+                    raise
+                # First use on this server, or it restarted and forgot the script.
+                await self._call(self.client.script_load, _CAS_SCRIPT)
+                answer = await self._call(self.client.evalsha, *args)
         except SessionError as exc:
-            if not isinstance(exc.__cause__, self._no_script):
+            if not self._wrong_type(exc):
                 raise
-        # First use on this server, or it restarted and forgot the script.
-        await self._call(self.client.script_load, _WRITE_SCRIPT)
-        return int(await self._call(self.client.evalsha, _WRITE_SHA, 1, name, *args))
+            self._not_a_session("is not a string")
+            return 0
+        return answer
 
     @staticmethod
-    def _encode(data: Mapping[str, Any], names: Iterable[str]) -> list[bytes]:
-        """Field/value pairs for ``HSET``: UTF-8 names, canonical JSON values."""
-        pairs: list[bytes] = []
+    def _matches(raw: bytes, match: Mapping[str, Any]) -> bool:
+        """Whether the session in ``raw`` has the values asked for (for `destroy_all`)."""
         try:
-            for name in names:
-                pairs.append(name.encode("utf-8"))
-                pairs.append(serializers.value_bytes(data[name]))
-        except (TypeError, AttributeError, UnicodeEncodeError):
-            serializers.dumps(data)  # raises SessionSerializationError naming the key
-            raise
-        return pairs
-
-    async def _read_fields(
-        self, names: list[bytes], fields: list[bytes]
-    ) -> list[list[bytes | None]]:
-        """``HMGET`` the same fields of many hashes in one pipelined round trip."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.hmget(name, fields)
-            result: list[list[bytes | None]] = await pipe.execute()
-        return result
-
-    @staticmethod
-    def _matches(match: Mapping[str, Any], raw: list[bytes | None]) -> bool:
-        """Whether the fields read for `destroy_all` hold the values asked for."""
-        data: dict[str, Any] = {}
-        try:
-            for name, value in zip(match, raw, strict=True):
-                if value is None:
-                    return False
-                data[name] = serializers.loads(value)
+            data = serializers.loads(raw)
         except serializers.DecodeError:
             return False
-        return Store.matches(data, match)
+        return type(data) is dict and Store.matches(data, match)
 
-    async def _scan(self) -> AsyncIterator[list[bytes]]:
-        """Yield the session hashes under the namespace, a ``SCAN`` page at a time."""
+    async def _scan(self, kind: str | None = None) -> AsyncIterator[list[bytes]]:
+        """Yield the keys under the namespace (of type ``kind``), a ``SCAN`` page at a time."""
         cursor = 0
         while True:
             cursor, keys = await self._call(
-                self.client.scan, cursor, self._pattern, 500, "hash"
+                self.client.scan, cursor, self._pattern, 500, kind
             )
             if keys:
                 yield keys
