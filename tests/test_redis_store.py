@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+import unittest
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -14,6 +15,8 @@ from unittest import mock
 
 import redis
 import redis.asyncio
+from hypothesis import given
+from hypothesis import strategies as st
 from redis._parsers import _AsyncRESP3Parser
 from redis.utils import HIREDIS_AVAILABLE
 from tornado.testing import AsyncTestCase, ExpectLog, gen_test
@@ -165,7 +168,7 @@ class TestCommandsSent(RedisCase):
         self.assertEqual(loaded.raw, raw({"a": "é", "b": [1, {"c": None}]}))
 
     @gen_test
-    async def test_a_changed_session_is_one_compare_and_set(self) -> None:
+    async def test_a_changed_session_is_one_update_script_call(self) -> None:
         await self.store.set("warm", {}, 60)
         await self.store.set("warm", {"n": 1}, 60, previous={})  # loads the script once
         before = {"same": [1, 2], "changed": 1, "removed": "x"}
@@ -175,9 +178,13 @@ class TestCommandsSent(RedisCase):
         assert loaded is not None
         with self.monitor() as monitor:
             self.assertTrue(await self.store.set("k", after, 60, previous=loaded))
+        # The bytes loaded, the bytes to write, then the changes in key order
+        # (a removed key with an empty value).
         (sent,) = monitor.sent()
         self.assertRegex(sent, rf"^EVALSHA [0-9a-f]{{40}} 1 {NS}k 60000 ")
-        self.assertTrue(sent.endswith(f" {raw(before).decode()} {raw(after).decode()}"), sent)
+        self.assertTrue(sent.endswith(
+            f' {raw(before).decode()} {raw(after).decode()} "added" true "changed" 2 "removed" '
+        ), sent)
         self.assertEqual(
             monitor.scripted(), [f"GET {NS}k", f"SET {NS}k {raw(after).decode()} PX 60000"]
         )
@@ -261,31 +268,18 @@ class TestCommandsSent(RedisCase):
 class TestConcurrentUpdates(RedisCase):
     """A write between this request's load and its update: merged key by key, atomically."""
 
-    def after_each_script_call(self, *actions: Any) -> None:
-        """Run ``actions[i]`` (another client's write) just after the store's i-th ``EVALSHA``.
-
-        The write lands between the script's answer and the store's next command:
-        the race a real concurrent request can win.
-        """
-        evalsha = self.store.client.evalsha
-        pending = list(actions)
-
-        async def racing_evalsha(*args: Any) -> Any:
-            answer = await evalsha(*args)
-            if pending:
-                with self.redis_server.admin() as admin:
-                    pending.pop(0)(admin)
-            return answer
-
-        self.store.client.evalsha = racing_evalsha  # type: ignore[method-assign]
-
     async def load(self, key: str) -> serializers.Loaded:
         loaded = await self.store.get(key)
         assert isinstance(loaded, serializers.Loaded)
         return loaded
 
+    def write(self, key: str, data: dict[str, Any] | bytes) -> None:
+        """Another request's write (or another program's), by the test's own client."""
+        with self.redis_server.admin() as admin:
+            admin.set(NS + key, data if isinstance(data, bytes) else raw(data), keepttl=True)
+
     @gen_test
-    async def test_a_write_since_the_load_is_merged_key_by_key(self) -> None:
+    async def test_a_write_since_the_load_is_merged_key_by_key_in_the_same_call(self) -> None:
         await self.store.set("k", {"a": 0, "b": 0, "gone": 1, "kept": 1}, 60)
         first, second = await self.load("k"), await self.load("k")
         self.assertTrue(await self.store.set(
@@ -293,51 +287,55 @@ class TestConcurrentUpdates(RedisCase):
         ))
         with self.monitor() as monitor:
             self.assertTrue(await self.store.set(
-                "k", {"a": 0, "b": 2, "kept": 1, "new2": 2}, 30, previous=second
+                "k", {"a": 0, "b": 2, "kept": 1, "new2": [2, {"x": "y"}]}, 30, previous=second
             ))
-        # The first compare-and-set answers the record as the other request left it;
-        # the second writes this request's changes over it.
-        self.assertEqual([c.split(" ")[0] for c in monitor.sent()], ["EVALSHA", "EVALSHA"])
-        merged = {"a": 1, "b": 2, "kept": 1, "new1": 1, "new2": 2}
-        self.assertEqual(monitor.scripted(), [
-            f"GET {NS}k", f"GET {NS}k", f"SET {NS}k {raw(merged).decode()} PX 30000"
-        ])
-        self.assertEqual(await self.store.get("k"), merged)
+        # One round trip still: the script applies this request's changes (b, gone,
+        # new2) to the record the other request left, and keeps the other's (a, new1).
+        merged = {"a": 1, "b": 2, "kept": 1, "new1": 1, "new2": [2, {"x": "y"}]}
+        self.assertEqual([c.split(" ")[0] for c in monitor.sent()], ["EVALSHA"])
+        self.assertEqual(
+            monitor.scripted(), [f"GET {NS}k", f"SET {NS}k {raw(merged).decode()} PX 30000"]
+        )
+        with self.redis_server.admin() as admin:
+            self.assertEqual(admin.get(NS + "k"), raw(merged))  # canonical: keys in order
         self.assertTrue(29_000 < self.pttl("k") <= 30_000)
 
     @gen_test
-    async def test_a_write_racing_the_merge_is_kept_too(self) -> None:
-        await self.store.set("k", {"a": 0, "b": 0, "c": 0}, 60)
+    async def test_keys_added_around_and_between_the_stored_ones_keep_their_order(
+        self,
+    ) -> None:
+        await self.store.set("k", {"b": 1, "d": 1, "é": 1}, 60)
         loaded = await self.load("k")
-        with self.redis_server.admin() as admin:  # another request, before our update
-            admin.set(NS + "k", raw({"a": 1, "b": 0, "c": 0}), keepttl=True)
-        # ... and a third one, between our first compare-and-set and our retry.
-        self.after_each_script_call(
-            lambda admin: admin.set(NS + "k", raw({"a": 1, "b": 0, "c": 3}), keepttl=True)
-        )
-        with self.monitor() as monitor:
-            written = await self.store.set("k", {"a": 0, "b": 2, "c": 0}, 60, previous=loaded)
-        self.assertTrue(written)
-        # Answered the first write; the racing SET; answered it; wrote.
-        self.assertEqual(
-            [c.split(" ")[0] for c in monitor.sent()], ["EVALSHA", "SET", "EVALSHA", "EVALSHA"]
-        )
-        self.assertEqual(await self.store.get("k"), {"a": 1, "b": 2, "c": 3})
+        self.write("k", {"b": 2, "d": 1, "é": 1, "f": 1})
+        update = {"": 0, "a": 0, "b": 1, "c": 0, "d": 1, "dd": 0, "é": 1, "z": 0, "ü": 0}
+        self.assertTrue(await self.store.set("k", update, 60, previous=loaded))
+        with self.redis_server.admin() as admin:
+            self.assertEqual(admin.get(NS + "k"), raw({**update, "b": 2, "f": 1}))
 
     @gen_test
-    async def test_logout_during_the_merge_wins(self) -> None:
+    async def test_removing_every_key_after_a_concurrent_write_keeps_only_the_others(
+        self,
+    ) -> None:
+        await self.store.set("k", {"a": 1, "b": 1}, 60)
+        loaded = await self.load("k")
+        self.write("k", {"a": 1, "b": 1, "c": 1})
+        self.assertTrue(await self.store.set("k", {}, 60, previous=loaded))
+        self.assertEqual(await self.store.get("k"), {"c": 1})
+        loaded = await self.load("k")
+        self.write("k", {"c": 2})
+        self.assertTrue(await self.store.set("k", {}, 60, previous=loaded))
+        with self.redis_server.admin() as admin:
+            self.assertEqual(admin.get(NS + "k"), b"{}")
+
+    @gen_test
+    async def test_logout_before_the_update_wins_also_after_a_concurrent_write(self) -> None:
         await self.store.set("k", {"a": 0, "b": 0}, 60)
         loaded = await self.load("k")
-        with self.redis_server.admin() as admin:
-            admin.set(NS + "k", raw({"a": 1, "b": 0}), keepttl=True)
-        self.after_each_script_call(lambda admin: admin.delete(NS + "k"))  # the logout
+        self.write("k", {"a": 1, "b": 0})  # another request's write...
+        await self.store.destroy("k")  # ... and a logout, before this request's update
         with self.monitor() as monitor:
             self.assertFalse(await self.store.set("k", {"a": 0, "b": 2}, 60, previous=loaded))
-        # Nothing was written at any moment: each compare-and-set read and stopped.
-        self.assertEqual(
-            [c.split(" ")[0] for c in monitor.sent()], ["EVALSHA", "DEL", "EVALSHA"]
-        )
-        self.assertEqual(monitor.scripted(), [f"GET {NS}k", f"GET {NS}k"])
+        self.assertEqual(monitor.scripted(), [f"GET {NS}k"])  # read, and nothing written
         with self.redis_server.admin() as admin:
             self.assertEqual(admin.exists(NS + "k"), 0)
 
@@ -359,8 +357,8 @@ class TestConcurrentUpdates(RedisCase):
 
     @gen_test
     async def test_a_reader_never_sees_a_record_without_an_acknowledged_write(self) -> None:
-        # 20 writers, each adding its own key many times over, and a reader polling:
-        # every key a writer was told was written stays in every later read.
+        # 20 writers, each adding its own keys, and a reader polling: every key a
+        # writer was told was written stays in every later read.
         await self.store.set("k", {}, 60)
         acknowledged: set[str] = set()
         done = False
@@ -386,6 +384,131 @@ class TestConcurrentUpdates(RedisCase):
         await polling
         self.assertEqual(set(await self.load("k")), acknowledged)
         self.assertEqual(len(acknowledged), 200)
+
+
+class TestUpdateOfJSONFromAnotherWriter(RedisCase):
+    """JSON the script cannot split (another program wrote it): merged by the store instead."""
+
+    FOREIGN = b'{"b": 0, "a": 0, "c": 0}'  # spaces, keys out of order: not orjson's
+
+    def after_each_script_call(self, *writes: bytes | None) -> None:
+        """After the store's i-th ``EVALSHA``, another client writes ``writes[i]`` (None: DEL).
+
+        The write lands between the script's answer and the store's next command:
+        the race a real concurrent request can win.
+        """
+        evalsha = self.store.client.evalsha
+        pending = list(writes)
+
+        async def racing_evalsha(*args: Any) -> Any:
+            answer = await evalsha(*args)
+            if pending:
+                with self.redis_server.admin() as admin:
+                    write = pending.pop(0)
+                    if write is None:
+                        admin.delete(NS + "k")
+                    else:
+                        admin.set(NS + "k", write, keepttl=True)
+            return answer
+
+        self.store.client.evalsha = racing_evalsha  # type: ignore[method-assign]
+
+    async def loaded_foreign(self) -> serializers.Loaded:
+        await self.store.set("warm", {"n": 1}, 60, previous={})  # the server has the script
+        with self.redis_server.admin() as admin:
+            admin.set(NS + "k", self.FOREIGN, px=60_000)
+        loaded = await self.store.get("k")
+        assert isinstance(loaded, serializers.Loaded)
+        self.assertEqual(loaded.raw, self.FOREIGN)
+        return loaded
+
+    @gen_test
+    async def test_a_record_still_as_loaded_is_written_back_canonical(self) -> None:
+        loaded = await self.loaded_foreign()
+        self.assertTrue(await self.store.set("k", {"a": 1, "b": 0, "c": 0}, 60, previous=loaded))
+        with self.redis_server.admin() as admin:
+            self.assertEqual(admin.get(NS + "k"), b'{"a":1,"b":0,"c":0}')
+
+    @gen_test
+    async def test_a_record_changed_since_the_load_is_merged_by_the_store(self) -> None:
+        loaded = await self.loaded_foreign()
+        with self.redis_server.admin() as admin:
+            admin.set(NS + "k", b'{"b": 1, "a": 0, "c": 0}', keepttl=True)
+        # ... and another write between the script's answer and the store's retry.
+        self.after_each_script_call(b'{"b": 1, "a": 0, "c": 3}')
+        with self.monitor() as monitor:
+            written = await self.store.set("k", {"a": 2, "b": 0, "c": 0}, 60, previous=loaded)
+        self.assertTrue(written)
+        # Answered the first; the racing SET; answered it (still foreign); wrote.
+        self.assertEqual(
+            [c.split(" ")[0] for c in monitor.sent()], ["EVALSHA", "SET", "EVALSHA", "EVALSHA"]
+        )
+        self.assertEqual(await self.store.get("k"), {"a": 2, "b": 1, "c": 3})
+
+    @gen_test
+    async def test_logout_between_the_answer_and_the_retry_wins(self) -> None:
+        loaded = await self.loaded_foreign()
+        with self.redis_server.admin() as admin:
+            admin.set(NS + "k", b'{"b": 1, "a": 0, "c": 0}', keepttl=True)
+        self.after_each_script_call(None)  # the logout
+        with self.monitor() as monitor:
+            written = await self.store.set("k", {"a": 2, "b": 0, "c": 0}, 60, previous=loaded)
+        self.assertFalse(written)
+        self.assertEqual(
+            [c.split(" ")[0] for c in monitor.sent()], ["EVALSHA", "DEL", "EVALSHA"]
+        )
+        self.assertEqual(monitor.scripted(), [f"GET {NS}k", f"GET {NS}k"])  # nothing written
+        with self.redis_server.admin() as admin:
+            self.assertEqual(admin.exists(NS + "k"), 0)
+
+
+#: Keys that sort around each other, need JSON escapes or are not ASCII.
+KEYS = st.sampled_from(["", "a", "a!", "ab", "b", "é", "ü", "z", "~", "\x7f", "🎉", 'q"', "b\\",
+                        "\n", "\x00"])
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1),
+                    st.floats(allow_nan=False, allow_infinity=False),
+                    st.text(alphabet='ab"\\{}[],:é\n', max_size=4))
+VALUES = st.recursive(SCALARS, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(KEYS, inner, max_size=3)), max_leaves=6)
+SESSIONS = st.dictionaries(KEYS, VALUES, max_size=6)
+
+
+class TestMergeInRedis(RedisServerCase, unittest.TestCase):
+    """The script's key-by-key merge equals the definition, for any sessions."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.loop = asyncio.new_event_loop()
+        self.store = RedisStore.from_url(self.redis_server.url)
+
+    def tearDown(self) -> None:
+        self.loop.run_until_complete(self.store.close())
+        self.loop.close()
+        super().tearDown()
+
+    @given(SESSIONS, SESSIONS, SESSIONS)
+    def test_the_merge_is_the_definition(
+        self, loaded: dict[str, Any], data: dict[str, Any], current: dict[str, Any]
+    ) -> None:
+        # This request loaded ``loaded`` and writes ``data``; another one wrote
+        # ``current`` in between.  Expected: ``current`` with this request's changes.
+        to_set, to_unset = serializers.changed_keys(loaded, data)
+        expected = {**current, **to_set}
+        for key in to_unset:
+            expected.pop(key, None)
+        with self.redis_server.admin() as admin:
+            admin.set(NS + "k", raw(current), px=60_000)
+        written = self.loop.run_until_complete(
+            self.store.set("k", data, 60, previous=loaded)
+        )
+        self.assertTrue(written)
+        with self.redis_server.admin() as admin:
+            stored = admin.get(NS + "k")
+        self.assertEqual(serializers.loads(stored), expected)
+        if raw(loaded) == raw(current) or not any(
+            char in key for key in expected for char in '"\\\n\x00'
+        ):
+            self.assertEqual(stored, raw(expected))  # canonical: keys in orjson's order
 
 
 class TestRecordsThatAreNotSessions(RedisCase):
@@ -462,19 +585,6 @@ class TestRecordsThatAreNotSessions(RedisCase):
             self.assertFalse(await self.store.set("k", {"n": 2}, 60, previous={"n": 1}))
         with self.redis_server.admin() as admin:
             self.assertEqual(admin.get(NS + "k"), b"not json")
-
-    @gen_test
-    async def test_a_foreign_key_order_is_written_back_canonical(self) -> None:
-        # JSON written by something else, keys unsorted: read as is, and the update's
-        # compare-and-set (against the bytes read) replaces it with canonical JSON.
-        with self.redis_server.admin() as admin:
-            admin.set(NS + "k", b'{"b": 1, "a": 1}', px=60_000)
-        loaded = await self.store.get("k")
-        assert isinstance(loaded, serializers.Loaded)
-        self.assertEqual(loaded.raw, b'{"b": 1, "a": 1}')
-        self.assertTrue(await self.store.set("k", {"a": 2, "b": 1}, 60, previous=loaded))
-        with self.redis_server.admin() as admin:
-            self.assertEqual(admin.get(NS + "k"), b'{"a":2,"b":1}')
 
 
 class TestRecordOfAnotherTypeOverHTTP(RedisServerCase, SessionTestCase):

@@ -6,39 +6,47 @@ canonical JSON (`serializers.dumps`: the bytes the lifecycle compares for change
 detection).  The key carries its own TTL: Redis expires it, on its own clock,
 without any sweeping on our side.
 
-Every operation is one round trip in the common case:
+Every operation is one round trip:
 
 * `RedisStore.get` is one ``GET``, and answers a `serializers.Loaded` whose
   ``raw`` is the stored bytes, so the lifecycle takes them as its baseline
   without serialising the data again;
 * a new or regenerated session is one ``SET ... PX``;
-* an update of a loaded session is one ``EVALSHA`` of a four-line script that
-  compares the stored bytes with those the request loaded and, when they are
-  the same, replaces them (``SET ... PX``): a compare-and-set, atomic in Redis.
-  When the record is gone (a concurrent logout, or it expired) nothing is
-  written and `RedisStore.set` returns ``False``: logout wins.  When another
-  request wrote it since this one loaded it, the script answers the current
-  bytes instead; the store applies this request's changes to them key by key
-  (`serializers.changed_keys` against what it loaded) and compares-and-sets
-  again, so two requests that change different keys both keep their writes,
-  and no reader ever sees a record without a write that was acknowledged;
+* an update of a loaded session is one ``EVALSHA`` of the update script, which
+  runs atomically in Redis.  It reads the record; when it is gone (a
+  concurrent logout, or it expired) it writes nothing and `RedisStore.set`
+  returns ``False``: logout wins.  When it still holds the bytes the request
+  loaded (the common case), the script replaces them with the new bytes
+  (``SET ... PX``): a compare-and-set.  When another request wrote it since,
+  the script applies this request's changes (the top-level keys it changed or
+  removed, which the store sends along) to the record as it is now, key by
+  key, splicing the JSON text without decoding any value, and writes that.
+  So two requests that change different keys both keep their writes, and no
+  reader ever sees a record without a write that was acknowledged;
 * `RedisStore.touch`, and an update that changes nothing, are one ``PEXPIRE``;
 * `RedisStore.destroy` is one ``DEL``.
 
-Why a string and a script (measured on the project's 2-core machine, against
-Debian's redis-server 7.0 pinned to one core; docs/stores-redis.md has the
-table): a ``GET`` of the 200-byte benchmark session costs the server and the
-client less than the ``HGETALL`` of the nine fields of the hash this store
-kept before, and the client decodes one JSON document instead of one per key.
-A write that must not lose a concurrent one needs an atomic compare in Redis
-7.0, which has no conditional ``SET`` on a value: ``SET ... XX GET`` followed
-by a repair would let a reader see, between the two, a record without the
-other request's completed write; ``WATCH``/``MULTI`` takes three round trips;
-a list of per-key deltas appended with ``RPUSHX`` needs a second command for
-the TTL, which cost more through redis-py's pipeline than the script saves;
-a Redis Function (``FCALL``) of the same body costs what ``EVALSHA`` does and
-needs Redis 7.  So the script stays, as short as it can be, and runs only for
-an update that changed something.
+Why this layout (measured on the project's 2-core machine against Debian's
+redis-server 7.0 pinned to one core; docs/stores-redis.md has the figures):
+``GET`` of the 200-byte benchmark session costs the server less than the
+``HGETALL`` of the nine fields of the hash this store kept before, and the
+client parses one bulk string and decodes one JSON document instead of nine
+and eight, then serialises nothing.  A new session is a plain ``SET`` where
+it was a script.  An update still needs a script: Redis 7.0 has no
+conditional ``SET`` on a value, and every script-free way measured loses a
+guarantee or costs more (``SET ... XX GET`` followed by a repair lets a
+reader see, between the two, a record without another request's completed
+write; ``WATCH``/``MULTI`` takes three round trips; a list of deltas appended
+with ``RPUSHX`` needs ``PEXPIRE`` beside it, which cost more through
+redis-py's pipeline than the script does).  A Redis Function (``FCALL``) of
+the same body costs what ``EVALSHA`` does and needs Redis 7.  The merge is
+done in the script, not by the store after a "changed since" answer,
+because concurrent writes of one session are the benchmark's common case:
+with eight connections on one session, merging in the store took three round
+trips per write, the script's splice takes one.  The store still merges a
+record the script cannot split (JSON that another program wrote, not as
+orjson writes it): the script answers it as it is, and the store applies the
+changes and compares-and-sets again.
 
 A key under the namespace that is not a string (such as the hash of a session
 written by the earlier layout of this store) or whose value is not a JSON
@@ -75,20 +83,117 @@ logger = logging.getLogger(__name__)
 
 _INSTALL_HINT = 'RedisStore needs the redis package: pip install "tornado-session[redis]"'
 
-#: Compare-and-set one session string.  KEYS[1]: the key.  ARGV: the TTL in
-#: ms, the bytes the request loaded, the bytes to write.  Returns 1 when it
-#: wrote, 0 when there is no record (destroyed or expired: nothing is
-#: written), or the record's bytes when they are not those the request loaded.
-_CAS_SCRIPT = """
-local current = redis.call('GET', KEYS[1])
-if current == ARGV[2] then
-  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[1])
-  return 1
+#: Update one session string.  KEYS[1]: the key.  ARGV: the TTL in ms, the
+#: bytes the request loaded, the bytes to write, then the request's changes:
+#: pairs of a top-level key (as JSON) and its new value (JSON; empty: removed),
+#: in key order.  Returns 0 when there is no record (destroyed or expired:
+#: nothing is written) and 1 when it wrote: the bytes to write when the record
+#: is still the bytes loaded, else the record with the changes applied key by
+#: key.  A record this script cannot split (not JSON as orjson writes it:
+#: something else wrote it) is answered as it is, for the store to merge.
+#:
+#: The split reads orjson's canonical JSON (no whitespace) with `string.find`,
+#: copying each top-level value as it is; every loop moves forward or stops.
+#: The merged record keeps the keys in orjson's order (by their bytes; a key
+#: holding an escaped character may land out of order, which costs the next
+#: request a rewrite, never data).
+_UPDATE_SCRIPT = """
+local find, sub, byte = string.find, string.sub, string.byte
+
+local function string_end(s, i)
+  while true do
+    local j = find(s, '["\\\\]', i + 1)
+    if not j then return nil end
+    if byte(s, j) == 34 then return j + 1 end
+    i = j + 1
+  end
 end
-return current or 0
+
+local function value_end(s, i)
+  local c = byte(s, i)
+  if c == 34 then return string_end(s, i) end
+  if c ~= 123 and c ~= 91 then return (find(s, '[,}]', i)) end
+  local depth = 0
+  while true do
+    local j = find(s, '[][{}"]', i)
+    if not j then return nil end
+    c = byte(s, j)
+    if c == 34 then
+      i = string_end(s, j)
+      if not i then return nil end
+    else
+      if c == 123 or c == 91 then depth = depth + 1 else depth = depth - 1 end
+      i = j + 1
+      if depth == 0 then return i end
+    end
+  end
+end
+
+local function split(s)
+  local keys, values = {}, {}
+  if s == '{}' then return keys, values end
+  if byte(s, 1) ~= 123 then return nil end
+  local i = 2
+  while true do
+    if byte(s, i) ~= 34 then return nil end
+    local k = string_end(s, i)
+    if not k or byte(s, k) ~= 58 then return nil end
+    local v = value_end(s, k + 1)
+    if not v or v == k + 1 then return nil end
+    keys[#keys + 1] = sub(s, i, k - 1)
+    values[#values + 1] = sub(s, k + 1, v - 1)
+    local c = byte(s, v)
+    if c == 125 then
+      if v == #s then return keys, values end
+      return nil
+    end
+    if c ~= 44 then return nil end
+    i = v + 1
+  end
+end
+
+local function before(a, b)
+  for i = 2, math.min(#a, #b) - 1 do
+    local x, y = byte(a, i), byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+
+local function merged(current)
+  local keys, values = split(current)
+  if not keys then return nil end
+  local changes, present, added = {}, {}, {}
+  for i = 4, #ARGV, 2 do changes[ARGV[i]] = ARGV[i + 1] end
+  for _, key in ipairs(keys) do present[key] = true end
+  for i = 4, #ARGV, 2 do
+    if not present[ARGV[i]] and ARGV[i + 1] ~= '' then added[#added + 1] = ARGV[i] end
+  end
+  local out, n = {}, 1
+  for j, key in ipairs(keys) do
+    while added[n] and before(added[n], key) do
+      out[#out + 1] = added[n] .. ':' .. changes[added[n]]
+      n = n + 1
+    end
+    local value = changes[key] or values[j]
+    if value ~= '' then out[#out + 1] = key .. ':' .. value end
+  end
+  for i = n, #added do out[#out + 1] = added[i] .. ':' .. changes[added[i]] end
+  return '{' .. table.concat(out, ',') .. '}'
+end
+
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+local new = ARGV[3]
+if current ~= ARGV[2] then
+  new = merged(current)
+  if not new then return current end
+end
+redis.call('SET', KEYS[1], new, 'PX', ARGV[1])
+return 1
 """
 
-_CAS_SHA = hashlib.sha1(_CAS_SCRIPT.encode("utf-8")).hexdigest()
+_UPDATE_SHA = hashlib.sha1(_UPDATE_SCRIPT.encode("utf-8")).hexdigest()
 
 
 def _redis_modules() -> tuple[Any, Any]:
@@ -276,10 +381,9 @@ class RedisStore(Store):
         """Write ``data`` with a TTL of ``max_age``; see `Store.set`.
 
         A new session is one ``SET``.  With ``previous``: one ``PEXPIRE`` when
-        nothing changed; otherwise one compare-and-set script, which writes
-        only if the record is still what the request loaded, and answers the
-        record as it is now when it is not: the changes are then applied to
-        that, key by key, and the compare-and-set is tried again.
+        nothing changed; otherwise one ``EVALSHA`` of the update script, which
+        writes ``data`` whole if the record is still what the request loaded,
+        and otherwise applies the request's changes to the record key by key.
         """
         name = self.namespace + key
         ttl = _ttl_ms(max_age)
@@ -290,20 +394,23 @@ class RedisStore(Store):
         loaded = serializers.raw_json(previous)
         if raw == loaded:
             return bool(await self._call(self.client.pexpire, name, ttl))
-        changes: tuple[dict[str, Any], list[str]] | None = None
-        # Each pass that finds other bytes than it expected follows a write by
-        # another request: the loop ends when the record holds still for one
-        # round trip.
+        to_set, to_unset = serializers.changed_keys(previous, data)
+        changes = [
+            part for change in sorted([*to_set, *to_unset])
+            for part in (serializers.value_bytes(change),
+                         serializers.value_bytes(to_set[change]) if change in to_set else b"")
+        ]
+        # The script answers a record it cannot split (JSON from another writer)
+        # as it is: merge here and try again against those bytes.  Each pass
+        # that finds other bytes follows another write, so the loop ends when
+        # the record holds still for one round trip.
         while True:
-            answer = await self._compare_and_set(name, ttl, loaded, raw)
+            answer = await self._update(name, ttl, loaded, raw, changes)
             if isinstance(answer, int):
                 return answer == 1
             current = self._decode(answer)
             if current is None:
                 return False
-            if changes is None:
-                changes = serializers.changed_keys(previous, data)
-            to_set, to_unset = changes
             current.update(to_set)
             for removed in to_unset:
                 current.pop(removed, None)
@@ -402,16 +509,16 @@ class RedisStore(Store):
         loaded.raw = raw
         return loaded
 
-    async def _compare_and_set(
-        self, name: str, ttl: int, loaded: bytes, raw: bytes
+    async def _update(
+        self, name: str, ttl: int, loaded: bytes, raw: bytes, changes: list[bytes]
     ) -> int | bytes:
-        """Run the compare-and-set script: one ``EVALSHA`` (and ``SCRIPT LOAD`` if Redis lacks it).
+        """Run the update script: one ``EVALSHA`` (and ``SCRIPT LOAD`` if Redis lacks it).
 
         The script's SHA is known in advance, so a process whose server already
         has the script (another process loaded it) never sends it.  A key of
         another type answers as a missing record, with a warning.
         """
-        args = (_CAS_SHA, 1, name, ttl, loaded, raw)
+        args = (_UPDATE_SHA, 1, name, ttl, loaded, raw, *changes)
         try:
             try:
                 answer: int | bytes = await self._call(self.client.evalsha, *args)
@@ -419,7 +526,7 @@ class RedisStore(Store):
                 if not isinstance(exc.__cause__, self._no_script):
                     raise
                 # First use on this server, or it restarted and forgot the script.
-                await self._call(self.client.script_load, _CAS_SCRIPT)
+                await self._call(self.client.script_load, _UPDATE_SCRIPT)
                 answer = await self._call(self.client.evalsha, *args)
         except SessionError as exc:
             if not self._wrong_type(exc):
