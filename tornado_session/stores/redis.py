@@ -28,25 +28,27 @@ Every operation is one round trip:
 
 Why this layout (measured on the project's 2-core machine against Debian's
 redis-server 7.0 pinned to one core; docs/stores-redis.md has the figures):
-``GET`` of the 200-byte benchmark session costs the server less than the
-``HGETALL`` of the nine fields of the hash this store kept before, and the
-client parses one bulk string and decodes one JSON document instead of nine
-and eight, then serialises nothing.  A new session is a plain ``SET`` where
-it was a script.  An update still needs a script: Redis 7.0 has no
-conditional ``SET`` on a value, and every script-free way measured loses a
-guarantee or costs more (``SET ... XX GET`` followed by a repair lets a
-reader see, between the two, a record without another request's completed
-write; ``WATCH``/``MULTI`` takes three round trips; a list of deltas appended
-with ``RPUSHX`` needs ``PEXPIRE`` beside it, which cost more through
-redis-py's pipeline than the script does).  A Redis Function (``FCALL``) of
-the same body costs what ``EVALSHA`` does and needs Redis 7.  The merge is
-done in the script, not by the store after a "changed since" answer,
-because concurrent writes of one session are the benchmark's common case:
-with eight connections on one session, merging in the store took three round
-trips per write, the script's splice takes one.  The store still merges a
-record the script cannot split (JSON that another program wrote, not as
-orjson writes it): the script answers it as it is, and the store applies the
-changes and compares-and-sets again.
+a load is a ``GET`` (1.2 us inside Redis) where it was the ``HGETALL`` of a
+nine-field hash (3.5 us), and the client parses one bulk string and decodes
+one JSON document instead of nine and eight, then serialises nothing (2.4 us
+against 7.1).  A new session is a plain ``SET`` (2.9 us) where it was a
+script (24 us).  An update still needs a script, which costs Redis some 15 us
+whatever it does: Redis 7.0 has no conditional ``SET`` on a value, and every
+script-free way loses a guarantee or costs more.  ``SET ... XX GET`` followed
+by a repair lets a reader see, between the two, a record without another
+request's completed write; ``WATCH``/``MULTI`` takes three round trips; a
+list of deltas appended with ``RPUSHX`` needs a ``PEXPIRE`` beside it, and
+redis-py's pipeline of the two cost the client more than the script costs
+the server.  A Redis Function (``FCALL``) of the same body costs what
+``EVALSHA`` does, and needs Redis 7.
+
+The merge is done in the script, not by the store after a "changed since"
+answer, because concurrent writes of one session are what the benchmark's
+``/changed`` does (eight connections, one cookie): merging in the store took
+three round trips per write there; the script's splice takes one, for about
+40 us more of Lua.  The store still merges a record the script cannot split
+(JSON another program wrote, not as orjson writes it): the script answers it
+as it is, and the store applies the changes and compares-and-sets again.
 
 A key under the namespace that is not a string (such as the hash of a session
 written by the earlier layout of this store) or whose value is not a JSON
@@ -395,11 +397,7 @@ class RedisStore(Store):
         if raw == loaded:
             return bool(await self._call(self.client.pexpire, name, ttl))
         to_set, to_unset = serializers.changed_keys(previous, data)
-        changes = [
-            part for change in sorted([*to_set, *to_unset])
-            for part in (serializers.value_bytes(change),
-                         serializers.value_bytes(to_set[change]) if change in to_set else b"")
-        ]
+        changes = self._changes(to_set, to_unset)
         # The script answers a record it cannot split (JSON from another writer)
         # as it is: merge here and try again against those bytes.  Each pass
         # that finds other bytes follows another write, so the loop ends when
@@ -534,6 +532,18 @@ class RedisStore(Store):
             self._not_a_session("is not a string")
             return 0
         return answer
+
+    @staticmethod
+    def _changes(to_set: Mapping[str, Any], to_unset: list[str]) -> list[bytes]:
+        """The update script's changes: each key as JSON, then its new value (empty: removed).
+
+        In key order (orjson's), so that the script inserts new keys in place.
+        """
+        changes: list[bytes] = []
+        for name in sorted([*to_set, *to_unset]):
+            changes.append(serializers.value_bytes(name))
+            changes.append(serializers.value_bytes(to_set[name]) if name in to_set else b"")
+        return changes
 
     @staticmethod
     def _matches(raw: bytes, match: Mapping[str, Any]) -> bool:
