@@ -28,25 +28,26 @@ Every operation is one round trip:
 
 Why this layout (measured on the project's 2-core machine against Debian's
 redis-server 7.0 pinned to one core; docs/stores-redis.md has the figures):
-a load is a ``GET`` (1.2 us inside Redis) where it was the ``HGETALL`` of a
-nine-field hash (3.5 us), and the client parses one bulk string and decodes
-one JSON document instead of nine and eight, then serialises nothing (2.4 us
-against 7.1).  A new session is a plain ``SET`` (2.9 us) where it was a
-script (24 us).  An update still needs a script, which costs Redis some 15 us
-whatever it does: Redis 7.0 has no conditional ``SET`` on a value, and every
-script-free way loses a guarantee or costs more.  ``SET ... XX GET`` followed
-by a repair lets a reader see, between the two, a record without another
-request's completed write; ``WATCH``/``MULTI`` takes three round trips; a
-list of deltas appended with ``RPUSHX`` needs a ``PEXPIRE`` beside it, and
-redis-py's pipeline of the two cost the client more than the script costs
-the server.  A Redis Function (``FCALL``) of the same body costs what
-``EVALSHA`` does, and needs Redis 7.
+a load is a ``GET`` (0.5 us inside Redis) where it was the ``HGETALL`` of a
+nine-field hash (2.1 us), and the client parses one bulk string and decodes
+one JSON document instead of nine and eight, then serialises nothing (2.3 us
+against 7.0).  A new session is a plain ``SET`` where it was a script seven
+times as costly inside Redis, and the client sends the bytes it has instead
+of encoding each key (4.8 us against 20).  An update still needs a script,
+which costs Redis some 7 to 10 us whatever it does: Redis 7.0 has no
+conditional ``SET`` on a value, and every script-free way loses a guarantee
+or costs more.  ``SET ... XX GET`` followed by a repair lets a reader see,
+between the two, a record without another request's completed write;
+``WATCH``/``MULTI`` takes three round trips; a list of deltas appended with
+``RPUSHX`` needs a ``PEXPIRE`` beside it, and redis-py's pipeline of the two
+cost the client more than the script costs the server.  A Redis Function
+(``FCALL``) of the same body costs what ``EVALSHA`` does, and needs Redis 7.
 
 The merge is done in the script, not by the store after a "changed since"
 answer, because concurrent writes of one session are what the benchmark's
 ``/changed`` does (eight connections, one cookie): merging in the store took
-three round trips per write there; the script's splice takes one, for about
-40 us more of Lua.  The store still merges a record the script cannot split
+three round trips per write there; the script's splice takes one, for some
+25 us more of Lua.  The store still merges a record the script cannot split
 (JSON another program wrote, not as orjson writes it): the script answers it
 as it is, and the store applies the changes and compares-and-sets again.
 
@@ -94,12 +95,20 @@ _INSTALL_HINT = 'RedisStore needs the redis package: pip install "tornado-sessio
 #: key.  A record this script cannot split (not JSON as orjson writes it:
 #: something else wrote it) is answered as it is, for the store to merge.
 #:
+#: The common case returns before the merge's functions are even defined.
 #: The split reads orjson's canonical JSON (no whitespace) with `string.find`,
 #: copying each top-level value as it is; every loop moves forward or stops.
 #: The merged record keeps the keys in orjson's order (by their bytes; a key
 #: holding an escaped character may land out of order, which costs the next
 #: request a rewrite, never data).
 _UPDATE_SCRIPT = """
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+if current == ARGV[2] then
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[1])
+  return 1
+end
+
 local find, sub, byte = string.find, string.sub, string.byte
 
 local function string_end(s, i)
@@ -184,13 +193,8 @@ local function merged(current)
   return '{' .. table.concat(out, ',') .. '}'
 end
 
-local current = redis.call('GET', KEYS[1])
-if not current then return 0 end
-local new = ARGV[3]
-if current ~= ARGV[2] then
-  new = merged(current)
-  if not new then return current end
-end
+local new = merged(current)
+if not new then return current end
 redis.call('SET', KEYS[1], new, 'PX', ARGV[1])
 return 1
 """
