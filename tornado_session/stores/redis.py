@@ -1,30 +1,66 @@
-"""RedisStore: sessions in Redis, one hash per session, expired by Redis itself.
+"""RedisStore: sessions in Redis, one JSON string per session, expired by Redis itself.
 
-Each session is a Redis hash under the store's ``namespace`` plus the key the
-lifecycle gives (a hash of the session id, never the id).  Each top-level
-session key is one field holding the orjson bytes of its value, and a field
-made of the one byte 0xFF (never valid UTF-8, so never a session key) marks
-the record, so an empty session still exists.  The key carries its own TTL:
-Redis expires it, on its own clock, without any sweeping on our side.
+Each session is a Redis string under the store's ``namespace`` plus the key the
+lifecycle gives (a hash of the session id, never the id), holding the session's
+canonical JSON (`serializers.dumps`: the bytes the lifecycle compares for change
+detection).  The key carries its own TTL: Redis expires it, on its own clock,
+without any sweeping on our side.
 
 Every operation is one round trip:
 
-* `RedisStore.get` is one ``HGETALL``;
-* a new or regenerated session is written by one ``EVALSHA`` of a small Lua
-  script that replaces the hash and sets its TTL (``DEL``, ``HSET``,
-  ``PEXPIRE``), atomically;
-* an update of a loaded session sends only the changed keys: the same script
-  checks that the hash still exists (a concurrent logout wins: nothing is
-  written and `RedisStore.set` returns ``False``), then writes the changed
-  fields (``HSET``), deletes the removed ones (``HDEL``) and renews the TTL,
-  atomically.  Two requests of one user that change different keys both keep
-  their writes;
-* `RedisStore.touch`, and an update that changes no key, are one ``PEXPIRE``;
+* `RedisStore.get` is one ``GET``, and answers a `serializers.Loaded` whose
+  ``raw`` is the stored bytes, so the lifecycle takes them as its baseline
+  without serialising the data again;
+* a new or regenerated session is one ``SET ... PX``;
+* an update of a loaded session is one ``EVALSHA`` of the update script, which
+  runs atomically in Redis.  It reads the record; when it is gone (a
+  concurrent logout, or it expired) it writes nothing and `RedisStore.set`
+  returns ``False``: logout wins.  When it still holds the bytes the request
+  loaded (the common case), the script replaces them with the new bytes
+  (``SET ... PX``): a compare-and-set.  When another request wrote it since,
+  the script applies this request's changes (the top-level keys it changed or
+  removed, which the store sends along) to the record as it is now, key by
+  key, splicing the JSON text without decoding any value, and writes that.
+  So two requests that change different keys both keep their writes, and no
+  reader ever sees a record without a write that was acknowledged;
+* `RedisStore.touch`, and an update that changes nothing, are one ``PEXPIRE``;
 * `RedisStore.destroy` is one ``DEL``.
 
+Why this layout (measured on the project's 2-core machine against Debian's
+redis-server 7.0 pinned to one core; docs/stores-redis.md has the figures):
+a load is a ``GET`` (0.5 us inside Redis) where it was the ``HGETALL`` of a
+nine-field hash (2.1 us), and the client parses one bulk string and decodes
+one JSON document instead of nine and eight, then serialises nothing (2.3 us
+against 7.0).  A new session is a plain ``SET`` where it was a script seven
+times as costly inside Redis, and the client sends the bytes it has instead
+of encoding each key (4.8 us against 20).  An update still needs a script,
+which costs Redis some 7 to 10 us whatever it does: Redis 7.0 has no
+conditional ``SET`` on a value, and every script-free way loses a guarantee
+or costs more.  ``SET ... XX GET`` followed by a repair lets a reader see,
+between the two, a record without another request's completed write;
+``WATCH``/``MULTI`` takes three round trips; a list of deltas appended with
+``RPUSHX`` needs a ``PEXPIRE`` beside it, and redis-py's pipeline of the two
+cost the client more than the script costs the server.  A Redis Function
+(``FCALL``) of the same body costs what ``EVALSHA`` does, and needs Redis 7.
+
+The merge is done in the script, not by the store after a "changed since"
+answer, because concurrent writes of one session are what the benchmark's
+``/changed`` does (eight connections, one cookie): merging in the store took
+three round trips per write there; the script's splice takes one, for some
+25 us more of Lua.  The store still merges a record the script cannot split
+(JSON another program wrote, not as orjson writes it): the script answers it
+as it is, and the store applies the changes and compares-and-sets again.
+
+A key under the namespace that is not a string (such as the hash of a session
+written by the earlier layout of this store) or whose value is not a JSON
+object reads as a missing session, with a warning; an update of it writes
+nothing and returns ``False``.  Redis's ``WRONGTYPE`` answer never reaches the
+application.  Those records are left to expire by their TTL; `clear` deletes
+them.
+
 `RedisStore.count`, `RedisStore.clear` and `RedisStore.destroy_all` walk the
-namespace with ``SCAN`` (never ``KEYS``, which blocks the server) and touch only
-the hashes under it; nothing here ever calls ``FLUSHDB``.
+namespace with ``SCAN`` (never ``KEYS``, which blocks the server); nothing here
+ever calls ``FLUSHDB``.
 
 The ``redis`` package is imported when a store is built, not when this module
 is, so ``import tornado_session`` works without it.
@@ -36,7 +72,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .. import serializers
@@ -50,41 +86,120 @@ logger = logging.getLogger(__name__)
 
 _INSTALL_HINT = 'RedisStore needs the redis package: pip install "tornado-session[redis]"'
 
-#: The field present in every session hash.  Not valid UTF-8, so no session
-#: key (a ``str``) can collide with it; its value is the layout version.
-MARKER = b"\xff"
-_LAYOUT = b"1"
+#: Update one session string.  KEYS[1]: the key.  ARGV: the TTL in ms, the
+#: bytes the request loaded, the bytes to write, then the request's changes:
+#: pairs of a top-level key (as JSON) and its new value (JSON; empty: removed),
+#: in key order.  Returns 0 when there is no record (destroyed or expired:
+#: nothing is written) and 1 when it wrote: the bytes to write when the record
+#: is still the bytes loaded, else the record with the changes applied key by
+#: key.  A record this script cannot split (not JSON as orjson writes it:
+#: something else wrote it) is answered as it is, for the store to merge.
+#:
+#: The common case returns before the merge's functions are even defined.
+#: The split reads orjson's canonical JSON (no whitespace) with `string.find`,
+#: copying each top-level value as it is; every loop moves forward or stops.
+#: The merged record keeps the keys in orjson's order (by their bytes; a key
+#: holding an escaped character may land out of order, which costs the next
+#: request a rewrite, never data).
+_UPDATE_SCRIPT = """
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+if current == ARGV[2] then
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[1])
+  return 1
+end
 
-#: Replace (``mode == "new"``) or update (``"update"``) one session hash, and
-#: set its TTL.  KEYS[1]: the hash.  ARGV: TTL in ms, mode, how many fields to
-#: set, those field/value pairs, then the fields to delete.  An update of a
-#: hash that does not exist (destroyed or expired) writes nothing and returns 0.
-#: ``unpack`` is chunked: Lua's stack takes a few thousand values at most.
-_WRITE_SCRIPT = """
-local key = KEYS[1]
-if ARGV[2] == 'update' then
-  if redis.call('EXISTS', key) == 0 then return 0 end
-else
-  redis.call('DEL', key)
+local find, sub, byte = string.find, string.sub, string.byte
+
+local function string_end(s, i)
+  while true do
+    local j = find(s, '["\\\\]', i + 1)
+    if not j then return nil end
+    if byte(s, j) == 34 then return j + 1 end
+    i = j + 1
+  end
 end
-local last = 3 + 2 * tonumber(ARGV[3])
-local i = 4
-while i <= last do
-  local j = math.min(i + 999, last)
-  redis.call('HSET', key, unpack(ARGV, i, j))
-  i = j + 1
+
+local function value_end(s, i)
+  local c = byte(s, i)
+  if c == 34 then return string_end(s, i) end
+  if c ~= 123 and c ~= 91 then return (find(s, '[,}]', i)) end
+  local depth = 0
+  while true do
+    local j = find(s, '[][{}"]', i)
+    if not j then return nil end
+    c = byte(s, j)
+    if c == 34 then
+      i = string_end(s, j)
+      if not i then return nil end
+    else
+      if c == 123 or c == 91 then depth = depth + 1 else depth = depth - 1 end
+      i = j + 1
+      if depth == 0 then return i end
+    end
+  end
 end
-i = last + 1
-while i <= #ARGV do
-  local j = math.min(i + 999, #ARGV)
-  redis.call('HDEL', key, unpack(ARGV, i, j))
-  i = j + 1
+
+local function split(s)
+  local keys, values = {}, {}
+  if s == '{}' then return keys, values end
+  if byte(s, 1) ~= 123 then return nil end
+  local i = 2
+  while true do
+    if byte(s, i) ~= 34 then return nil end
+    local k = string_end(s, i)
+    if not k or byte(s, k) ~= 58 then return nil end
+    local v = value_end(s, k + 1)
+    if not v or v == k + 1 then return nil end
+    keys[#keys + 1] = sub(s, i, k - 1)
+    values[#values + 1] = sub(s, k + 1, v - 1)
+    local c = byte(s, v)
+    if c == 125 then
+      if v == #s then return keys, values end
+      return nil
+    end
+    if c ~= 44 then return nil end
+    i = v + 1
+  end
 end
-redis.call('PEXPIRE', key, ARGV[1])
+
+local function before(a, b)
+  for i = 2, math.min(#a, #b) - 1 do
+    local x, y = byte(a, i), byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+
+local function merged(current)
+  local keys, values = split(current)
+  if not keys then return nil end
+  local changes, present, added = {}, {}, {}
+  for i = 4, #ARGV, 2 do changes[ARGV[i]] = ARGV[i + 1] end
+  for _, key in ipairs(keys) do present[key] = true end
+  for i = 4, #ARGV, 2 do
+    if not present[ARGV[i]] and ARGV[i + 1] ~= '' then added[#added + 1] = ARGV[i] end
+  end
+  local out, n = {}, 1
+  for j, key in ipairs(keys) do
+    while added[n] and before(added[n], key) do
+      out[#out + 1] = added[n] .. ':' .. changes[added[n]]
+      n = n + 1
+    end
+    local value = changes[key] or values[j]
+    if value ~= '' then out[#out + 1] = key .. ':' .. value end
+  end
+  for i = n, #added do out[#out + 1] = added[i] .. ':' .. changes[added[i]] end
+  return '{' .. table.concat(out, ',') .. '}'
+end
+
+local new = merged(current)
+if not new then return current end
+redis.call('SET', KEYS[1], new, 'PX', ARGV[1])
 return 1
 """
 
-_WRITE_SHA = hashlib.sha1(_WRITE_SCRIPT.encode("utf-8")).hexdigest()
+_UPDATE_SHA = hashlib.sha1(_UPDATE_SCRIPT.encode("utf-8")).hexdigest()
 
 
 def _redis_modules() -> tuple[Any, Any]:
@@ -116,8 +231,8 @@ class RedisStore(Store):
 
     ``namespace`` is put before every key, so several applications (or a
     session store and a cache) share one database without touching each
-    other's keys: `clear`, `count` and `destroy_all` only see the hashes under
-    it.  It must not be empty.
+    other's keys: `clear`, `count` and `destroy_all` only see the keys under
+    it (`clear` deletes all of them).  It must not be empty.
 
     The store reports the connection's real state: a command that fails with a
     connection error or a time-out emits ``disconnect`` and raises
@@ -241,30 +356,25 @@ class RedisStore(Store):
 
     # -- the protocol -----------------------------------------------------------
 
-    async def get(self, key: str) -> dict[str, Any] | None:
-        """Return the session under ``key`` (one ``HGETALL``), or ``None``.
+    async def get(self, key: str) -> serializers.Loaded | None:
+        """Return the session under ``key`` (one ``GET``), or ``None``.
 
-        Redis never returns a key whose TTL ran out, so an expired session
-        reads as missing.  A record that does not decode (written by something
-        else) reads as missing too, with a warning, so it becomes a fresh
-        session rather than an error page.
+        The answer is a `serializers.Loaded` carrying the stored bytes.  Redis
+        never returns a key whose TTL ran out, so an expired session reads as
+        missing.  A record that is not a session (not a string, such as a hash
+        of the earlier layout, or not a JSON object) reads as missing too, with
+        a warning, so it becomes a fresh session rather than an error page.
         """
-        fields: dict[bytes, bytes] = await self._call(self.client.hgetall, self.namespace + key)
-        if not fields:
-            return None
         try:
-            return {
-                name.decode("utf-8"): serializers.loads(raw)
-                for name, raw in fields.items()
-                if name != MARKER
-            }
-        except (UnicodeDecodeError, serializers.DecodeError):
-            logger.warning(
-                "a session record under namespace %r does not decode as JSON; "
-                "it is treated as missing",
-                self.namespace,
-            )
+            raw: bytes | None = await self._call(self.client.get, self.namespace + key)
+        except SessionError as exc:
+            if not self._wrong_type(exc):
+                raise
+            self._not_a_session("is not a string")
             return None
+        if raw is None:
+            return None
+        return self._decode(raw)
 
     async def set(
         self,
@@ -276,24 +386,37 @@ class RedisStore(Store):
     ) -> bool:
         """Write ``data`` with a TTL of ``max_age``; see `Store.set`.
 
-        With ``previous`` only the keys that differ from it are written, and
-        only if the record still exists (one atomic script); when none differ
-        only the TTL is renewed (one ``PEXPIRE``).
+        A new session is one ``SET``.  With ``previous``: one ``PEXPIRE`` when
+        nothing changed; otherwise one ``EVALSHA`` of the update script, which
+        writes ``data`` whole if the record is still what the request loaded,
+        and otherwise applies the request's changes to the record key by key.
         """
         name = self.namespace + key
         ttl = _ttl_ms(max_age)
+        raw = serializers.raw_json(data)  # a value that is not JSON: raises naming its key
         if previous is None:
-            pairs = self._encode(data, data.keys())
-            return bool(await self._write(name, ttl, "new", [MARKER, _LAYOUT, *pairs], []))
-        try:
-            to_set, to_unset = serializers.changed_keys(previous, data)
-        except TypeError:  # a value that is not JSON replaced a stored one
-            serializers.dumps(data)  # raises SessionSerializationError naming the key
-            raise
-        if not to_set and not to_unset:
+            await self._call(self.client.set, name, raw, px=ttl)
+            return True
+        loaded = serializers.raw_json(previous)
+        if raw == loaded:
             return bool(await self._call(self.client.pexpire, name, ttl))
-        pairs = self._encode(data, to_set.keys())
-        return bool(await self._write(name, ttl, "update", pairs, to_unset))
+        to_set, to_unset = serializers.changed_keys(previous, data)
+        changes = self._changes(to_set, to_unset)
+        # The script answers a record it cannot split (JSON from another writer)
+        # as it is: merge here and try again against those bytes.  Each pass
+        # that finds other bytes follows another write, so the loop ends when
+        # the record holds still for one round trip.
+        while True:
+            answer = await self._update(name, ttl, loaded, raw, changes)
+            if isinstance(answer, int):
+                return answer == 1
+            current = self._decode(answer)
+            if current is None:
+                return False
+            current.update(to_set)
+            for removed in to_unset:
+                current.pop(removed, None)
+            loaded, raw = answer, serializers.dumps(current)
 
     async def touch(self, key: str, max_age: float) -> bool:
         """Renew the TTL of a live record (one ``PEXPIRE``); ``False`` when there is none."""
@@ -306,33 +429,33 @@ class RedisStore(Store):
     async def destroy_all(self, **match: Any) -> int:
         """Destroy every session whose data has these top-level values.
 
-        Walks the namespace with ``SCAN``; per batch of keys, one pipelined
-        round trip reads the matched fields (``HMGET``) and one ``UNLINK``
-        deletes the sessions that match.  Returns how many were deleted.
+        Walks the namespace's strings with ``SCAN``; per page of keys, one
+        ``MGET`` reads the sessions and one ``UNLINK`` deletes those that
+        match.  Returns how many were deleted.
         """
-        fields = [MARKER, *(name.encode("utf-8") for name in match)]
         destroyed = 0
-        async for batch in self._scan():
-            values = await self._call(self._read_fields, batch, fields)
+        async for batch in self._scan("string"):
+            values: list[bytes | None] = await self._call(self.client.mget, batch)
             doomed = [
                 name for name, raw in zip(batch, values, strict=True)
-                if raw[0] is not None and self._matches(match, raw[1:])
+                if raw is not None and self._matches(raw, match)
             ]
             if doomed:
                 destroyed += await self._call(self.client.unlink, *doomed)
         return destroyed
 
     async def count(self) -> int:
-        """Return how many sessions the namespace holds (``SCAN``, never ``KEYS``)."""
+        """Return how many sessions (strings) the namespace holds (``SCAN``, never ``KEYS``)."""
         seen: set[bytes] = set()
-        async for batch in self._scan():
+        async for batch in self._scan("string"):
             seen.update(batch)
         return len(seen)
 
     async def clear(self) -> None:
-        """Delete every session under the namespace (``SCAN`` and ``UNLINK``).
+        """Delete every key under the namespace (``SCAN`` and ``UNLINK``).
 
-        Other keys in the database are left alone.
+        Records of the earlier layout go too; keys outside the namespace are
+        left alone.
         """
         async for batch in self._scan():
             await self._call(self.client.unlink, *batch)
@@ -362,66 +485,85 @@ class RedisStore(Store):
             return SessionError(f"Redis refused a RedisStore command: {exc}")
         return super()._driver_error(exc)
 
-    async def _write(
-        self, name: str, ttl: int, mode: str, pairs: list[bytes], unset: list[str]
-    ) -> int:
-        """Run the write script: one ``EVALSHA`` (plus ``SCRIPT LOAD`` when Redis lacks it).
+    @staticmethod
+    def _wrong_type(exc: SessionError) -> bool:
+        """Whether Redis refused a command because the key holds another type."""
+        return str(exc.__cause__).startswith("WRONGTYPE")
+
+    def _not_a_session(self, what: str) -> None:
+        logger.warning(
+            "a key under the RedisStore namespace %r %s, so it is not a session: it is "
+            "treated as missing (a hash is a session of the store's earlier layout; "
+            "it expires on its own, or RedisStore.clear() deletes it)",
+            self.namespace, what,
+        )
+
+    def _decode(self, raw: bytes) -> serializers.Loaded | None:
+        """The session in ``raw``, keeping the bytes; ``None`` (and a warning) if it is not one."""
+        try:
+            data = serializers.loads(raw)
+        except serializers.DecodeError:
+            data = None
+        if type(data) is not dict:
+            self._not_a_session("does not hold a JSON object")
+            return None
+        loaded = serializers.Loaded(data)
+        loaded.raw = raw
+        return loaded
+
+    async def _update(
+        self, name: str, ttl: int, loaded: bytes, raw: bytes, changes: list[bytes]
+    ) -> int | bytes:
+        """Run the update script: one ``EVALSHA`` (and ``SCRIPT LOAD`` if Redis lacks it).
 
         The script's SHA is known in advance, so a process whose server already
-        has the script (another process loaded it) never sends it.
+        has the script (another process loaded it) never sends it.  A key of
+        another type answers as a missing record, with a warning.
         """
-        args = (ttl, mode, len(pairs) // 2, *pairs, *unset)
+        args = (_UPDATE_SHA, 1, name, ttl, loaded, raw, *changes)
         try:
-            return int(await self._call(self.client.evalsha, _WRITE_SHA, 1, name, *args))
+            try:
+                answer: int | bytes = await self._call(self.client.evalsha, *args)
+            except SessionError as exc:
+                if not isinstance(exc.__cause__, self._no_script):
+                    raise
+                # First use on this server, or it restarted and forgot the script.
+                await self._call(self.client.script_load, _UPDATE_SCRIPT)
+                answer = await self._call(self.client.evalsha, *args)
         except SessionError as exc:
-            if not isinstance(exc.__cause__, self._no_script):
+            if not self._wrong_type(exc):
                 raise
-        # First use on this server, or it restarted and forgot the script.
-        await self._call(self.client.script_load, _WRITE_SCRIPT)
-        return int(await self._call(self.client.evalsha, _WRITE_SHA, 1, name, *args))
+            self._not_a_session("is not a string")
+            return 0
+        return answer
 
     @staticmethod
-    def _encode(data: Mapping[str, Any], names: Iterable[str]) -> list[bytes]:
-        """Field/value pairs for ``HSET``: UTF-8 names, canonical JSON values."""
-        pairs: list[bytes] = []
-        try:
-            for name in names:
-                pairs.append(name.encode("utf-8"))
-                pairs.append(serializers.value_bytes(data[name]))
-        except (TypeError, AttributeError, UnicodeEncodeError):
-            serializers.dumps(data)  # raises SessionSerializationError naming the key
-            raise
-        return pairs
+    def _changes(to_set: Mapping[str, Any], to_unset: list[str]) -> list[bytes]:
+        """The update script's changes: each key as JSON, then its new value (empty: removed).
 
-    async def _read_fields(
-        self, names: list[bytes], fields: list[bytes]
-    ) -> list[list[bytes | None]]:
-        """``HMGET`` the same fields of many hashes in one pipelined round trip."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.hmget(name, fields)
-            result: list[list[bytes | None]] = await pipe.execute()
-        return result
+        In key order (orjson's), so that the script inserts new keys in place.
+        """
+        changes: list[bytes] = []
+        for name in sorted([*to_set, *to_unset]):
+            changes.append(serializers.value_bytes(name))
+            changes.append(serializers.value_bytes(to_set[name]) if name in to_set else b"")
+        return changes
 
     @staticmethod
-    def _matches(match: Mapping[str, Any], raw: list[bytes | None]) -> bool:
-        """Whether the fields read for `destroy_all` hold the values asked for."""
-        data: dict[str, Any] = {}
+    def _matches(raw: bytes, match: Mapping[str, Any]) -> bool:
+        """Whether the session in ``raw`` has the values asked for (for `destroy_all`)."""
         try:
-            for name, value in zip(match, raw, strict=True):
-                if value is None:
-                    return False
-                data[name] = serializers.loads(value)
+            data = serializers.loads(raw)
         except serializers.DecodeError:
             return False
-        return Store.matches(data, match)
+        return type(data) is dict and Store.matches(data, match)
 
-    async def _scan(self) -> AsyncIterator[list[bytes]]:
-        """Yield the session hashes under the namespace, a ``SCAN`` page at a time."""
+    async def _scan(self, kind: str | None = None) -> AsyncIterator[list[bytes]]:
+        """Yield the keys under the namespace (of type ``kind``), a ``SCAN`` page at a time."""
         cursor = 0
         while True:
             cursor, keys = await self._call(
-                self.client.scan, cursor, self._pattern, 500, "hash"
+                self.client.scan, cursor, self._pattern, 500, kind
             )
             if keys:
                 yield keys
