@@ -175,16 +175,14 @@ async def rolling_writes(make_store: Callable[[], Store], touch_after: float | N
     return writes
 
 
-def store_factories(urls: Mapping[str, str]) -> dict[str, Callable[[], Store] | str]:
-    """Each store to count, or why it cannot be."""
+def store_factories(
+    urls: Mapping[str, str], missing: Mapping[str, str | None]
+) -> dict[str, Callable[[], Store] | str]:
+    """Each store to count, or why it cannot be (``missing``: the runner's reason, by store)."""
     from tornado_session.stores import MemoryStore
 
-    from .run import GROUPS, unavailable
-
     found: dict[str, Callable[[], Store] | str] = {"MemoryStore": MemoryStore}
-    by_store = {g.store: g for g in GROUPS if g.kind in ("ts-redis", "ts-mongo")}
-    for name, group in by_store.items():
-        why = unavailable(group, urls)
+    for name, why in missing.items():
         if why is not None:
             found[name] = why
         elif name == "RedisStore":
@@ -198,10 +196,14 @@ def store_factories(urls: Mapping[str, str]) -> dict[str, Callable[[], Store] | 
     return found
 
 
-def run(urls: Mapping[str, str], log: Any) -> dict[str, Any]:
-    """Count every store's calls; a dict for results.json."""
+def run(urls: Mapping[str, str], missing: Mapping[str, str | None], log: Any) -> dict[str, Any]:
+    """Count every store's calls; a dict for results.json.
+
+    ``missing`` names the server stores (``RedisStore``, ``MongoStore``) with why each cannot
+    be counted, or ``None`` when its server runs.
+    """
     results: dict[str, Any] = {}
-    for name, factory in store_factories(urls).items():
+    for name, factory in store_factories(urls, missing).items():
         if isinstance(factory, str):
             results[name] = {"measured": False, "why": factory}
             continue

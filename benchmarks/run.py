@@ -506,7 +506,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_extras:
             from . import counting, inprocess, memory
 
-            results["store_calls"] = counting.run(urls, log)
+            missing = {g.store: unavailable(g, urls) for g in GROUPS
+                       if g.kind in ("ts-redis", "ts-mongo")}
+            results["store_calls"] = counting.run(urls, missing, log)
             results["memory"] = memory.run(log)
             print("in-process handler path", file=log, flush=True)
             results["inprocess"] = inprocess.run()
