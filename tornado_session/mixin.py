@@ -155,8 +155,13 @@ class SessionMixin(_HandlerBase):
         ``session = await self.load_session()``.  Idempotent; raises
         `StoreUnavailableError` (answered with 503) when the store stays
         unreachable past ``reconnect_timeout``.
+
+        The session it returns is the handler's as much as ``self.session``
+        is: the response varies on the cookie (``Vary: Cookie``) from here.
         """
-        return self._session_context().load()
+        context = self._session_context()
+        context.touched = True
+        return context.load()
 
     @property
     def session(self) -> Session:
