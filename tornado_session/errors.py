@@ -35,8 +35,9 @@ class StoreUnavailableError(SessionError):
 class SessionNotLoadedError(SessionError):
     """``handler.session`` was touched before the session was loaded.
 
-    With ``lazy=True`` a handler must ``await self.load_session()`` before it
-    reads or writes ``self.session``.
+    With lazy loading (``lazy=True``, or the handler's ``session_lazy = True``)
+    a handler must ``await self.load_session()`` before it reads or writes
+    ``self.session``.
     """
 
 

@@ -71,6 +71,11 @@ class SessionMixin(_HandlerBase):
     #: save, ``False`` skips every session write of this request.
     session_save: bool | None = None
 
+    #: Per-handler override of the ``lazy`` option: ``None`` follows the
+    #: option, ``True`` loads only on ``await self.load_session()``, ``False``
+    #: loads in ``prepare()`` (for a request that carries a session cookie).
+    session_lazy: bool | None = None
+
     #: This request's session, from load to commit (made on first need).
     _session_ctx: SessionContext | None = None
 
@@ -135,14 +140,15 @@ class SessionMixin(_HandlerBase):
     # -- loading ----------------------------------------------------------------
 
     def prepare(self) -> Awaitable[Any]:
-        """Load the session, unless ``lazy=True``.
+        """Load the session, unless loading is lazy (`session_lazy`, or ``lazy=True``).
 
         Only a request that carries a session cookie is read from the store;
         for one that carries none nothing is done until the handler touches
         ``self.session``.  Returns an awaitable (``await super().prepare()``).
         """
         config = application_config(self.application)
-        if config.options.lazy:
+        lazy = self.session_lazy
+        if config.options.lazy if lazy is None else lazy:
             return _PREPARED
         cookie_values = self.get_session_cookie()
         if not any(cookie_values):  # no context at all: the common anonymous request
@@ -195,14 +201,21 @@ class SessionMixin(_HandlerBase):
 
     def _session_unloaded(self, context: SessionContext) -> Session:
         """Give a session that needs no loading, or say what to call."""
-        if context.config.options.lazy:
+        name = type(self).__name__
+        lazy = self.session_lazy
+        if lazy is None and context.config.options.lazy:
             raise SessionNotLoadedError(
-                f"{type(self).__name__} touched self.session before loading it; "
+                f"{name} touched self.session before loading it; "
                 "with lazy=True call `await self.load_session()` first"
+            )
+        if lazy:
+            raise SessionNotLoadedError(
+                f"{name} touched self.session before loading it; "
+                f"{name}.session_lazy is True: call `await self.load_session()` first"
             )
         if context.cookie_values:
             raise SessionNotLoadedError(
-                f"{type(self).__name__}.prepare() did not run SessionMixin.prepare(); "
+                f"{name}.prepare() did not run SessionMixin.prepare(); "
                 "call `await super().prepare()` from your prepare()"
             )
         return context.start_new()

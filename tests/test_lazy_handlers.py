@@ -1,0 +1,172 @@
+"""Lazy loading per handler (``session_lazy``), and a session used before it is loaded."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import tornado.web
+from tornado.testing import ExpectLog, gen_test
+
+from tests.base import COOKIE, CountingStore, SessionTestCase
+from tornado_session import SessionMixin, SessionNotLoadedError
+from tornado_session.stores import MemoryStore
+
+
+class Counter(SessionMixin, tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.session["views"] = self.session.get("views", 0) + 1
+        self.write(str(self.session["views"]))
+
+
+class LazyPage(SessionMixin, tornado.web.RequestHandler):
+    """Loads the session only when asked to (``?load=1``), whatever the option says."""
+
+    session_lazy = True
+
+    async def get(self) -> None:
+        if self.get_argument("touch_first", None):
+            try:
+                self.session.get("views")
+            except SessionNotLoadedError as exc:
+                self.write("error: " + str(exc))
+                return
+        if self.get_argument("load", None):
+            await self.load_session()
+            self.write(str(self.session.get("views", 0)))
+        else:
+            self.write("not loaded")
+
+
+class EagerPage(SessionMixin, tornado.web.RequestHandler):
+    """Loaded in prepare() even when the option says lazy=True."""
+
+    session_lazy = False
+
+    def get(self) -> None:
+        self.write(str(self.session.get("views", 0)))
+
+
+class LazyCounter(SessionMixin, tornado.web.RequestHandler):
+    async def get(self) -> None:
+        await self.load_session()
+        self.session["views"] = self.session.get("views", 0) + 1
+        self.write(str(self.session["views"]))
+
+
+class LazyHandlersCase(SessionTestCase):
+    def get_handlers(self) -> list[Any]:
+        return [(r"/count", Counter), (r"/lazy-count", LazyCounter), (r"/lazy", LazyPage),
+                (r"/eager", EagerPage)]
+
+    @property
+    def counting(self) -> CountingStore:
+        assert isinstance(self.store, CountingStore)
+        return self.store
+
+
+class TestLazyHandlerInAnEagerApplication(LazyHandlersCase):
+    def test_a_lazy_handler_that_never_loads_makes_no_store_call(self) -> None:
+        self.fetch("/count")
+        self.counting.reset_calls()
+        response = self.fetch("/lazy")
+        self.assertEqual(response.body, b"not loaded")
+        self.assertEqual(self.counting.calls["get"], 0)
+        self.assertNotIn("Vary", response.headers)
+
+    def test_a_lazy_handler_that_loads_reads_the_session_and_varies_on_cookie(self) -> None:
+        self.fetch("/count")
+        self.fetch("/count")
+        self.counting.reset_calls()
+        response = self.fetch("/lazy?load=1")
+        self.assertEqual(response.body, b"2")
+        self.assertEqual(self.counting.calls["get"], 1)
+        self.assertIn("Cookie", response.headers["Vary"])
+
+    def test_the_other_handlers_still_load_in_prepare(self) -> None:
+        self.fetch("/count")
+        self.counting.reset_calls()
+        self.assertEqual(self.fetch("/count").body, b"2")
+        self.assertEqual(self.counting.calls["get"], 1)
+
+    def test_touching_the_session_before_loading_names_the_handler_and_the_call(self) -> None:
+        self.fetch("/count")
+        body = self.fetch("/lazy?touch_first=1").body.decode()
+        self.assertIn("LazyPage.session_lazy is True", body)
+        self.assertIn("await self.load_session()", body)
+
+
+class TestEagerHandlerInALazyApplication(LazyHandlersCase):
+    def session_options(self) -> dict[str, Any]:
+        return {"lazy": True}
+
+    def test_an_eager_handler_loads_in_prepare(self) -> None:
+        self.assertEqual(self.fetch("/lazy-count").body, b"1")
+        self.counting.reset_calls()
+        response = self.fetch("/eager")
+        self.assertEqual(response.body, b"1")
+        self.assertEqual(self.counting.calls["get"], 1)
+        self.assertIn("Cookie", response.headers["Vary"])
+
+    def test_the_lazy_handlers_still_wait_for_load_session(self) -> None:
+        self.fetch("/lazy-count")
+        self.counting.reset_calls()
+        self.assertEqual(self.fetch("/lazy").body, b"not loaded")
+        self.assertEqual(self.counting.calls["get"], 0)
+        with ExpectLog("tornado.application", ".*Uncaught exception GET /count"):
+            self.assertEqual(self.fetch("/count").code, 500)
+
+
+class LazyOutageCase(LazyHandlersCase):
+    def session_options(self) -> dict[str, Any]:
+        return {"reconnect_timeout": 0.3}
+
+    async def outage(self) -> None:
+        await self.fetch_async("/count")
+        self.assertIn(COOKIE, self.jar)
+        assert isinstance(self.store, MemoryStore)
+        await self.store.close()
+
+
+class TestLazyHandlerOutage(LazyOutageCase):
+    @gen_test
+    async def test_a_lazy_handler_that_never_loads_is_not_held(self) -> None:
+        await self.outage()
+        started = time.monotonic()
+        response = await self.fetch_async("/lazy")
+        self.assertLess(time.monotonic() - started, 0.25)
+        self.assertEqual((response.code, response.body), (200, b"not loaded"))
+
+    @gen_test
+    async def test_a_lazy_handler_that_loads_gets_503_with_retry_after(self) -> None:
+        await self.outage()
+        with ExpectLog("tornado_session.mixin", ".*LazyPage answered 503"):
+            response = await self.fetch_async("/lazy?load=1")
+        self.assertEqual(response.code, 503)
+        self.assertEqual(response.headers["Retry-After"], "1")
+        self.assertNotIn("Set-Cookie", response.headers)
+
+
+class TestEagerHandlerOutage(LazyOutageCase):
+    def session_options(self) -> dict[str, Any]:
+        return {"reconnect_timeout": 0.3, "lazy": True}
+
+    async def outage(self) -> None:
+        await self.fetch_async("/lazy-count")
+        self.assertIn(COOKIE, self.jar)
+        assert isinstance(self.store, MemoryStore)
+        await self.store.close()
+
+    @gen_test
+    async def test_an_eager_handler_gets_503_with_retry_after(self) -> None:
+        await self.outage()
+        with ExpectLog("tornado_session.mixin", ".*EagerPage answered 503"):
+            response = await self.fetch_async("/eager")
+        self.assertEqual(response.code, 503)
+        self.assertEqual(response.headers["Retry-After"], "1")
+
+    @gen_test
+    async def test_a_lazy_handler_beside_it_is_not_held(self) -> None:
+        await self.outage()
+        response = await self.fetch_async("/lazy")
+        self.assertEqual((response.code, response.body), (200, b"not loaded"))
