@@ -170,3 +170,51 @@ class TestEagerHandlerOutage(LazyOutageCase):
         await self.outage()
         response = await self.fetch_async("/lazy")
         self.assertEqual((response.code, response.body), (200, b"not loaded"))
+
+
+# -- a session used before SessionMixin.prepare() loaded it (issue 18, item 6) ---------
+
+
+class UsesSessionBeforeSuperPrepare(SessionMixin, tornado.web.RequestHandler):
+    async def prepare(self) -> None:
+        self.user = self.session.get("user")  # before the mixin's prepare(): too early
+        await super().prepare()
+
+    def get(self) -> None:
+        self.write(self.user or "-")
+
+
+class ReportsTheEarlyUse(UsesSessionBeforeSuperPrepare):
+    async def prepare(self) -> None:
+        try:
+            await super().prepare()
+        except SessionNotLoadedError as exc:
+            self.finish("error: " + str(exc))
+
+
+class SetsUser(SessionMixin, tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.session["user"] = "ada"
+
+
+class TestSessionUsedBeforeSuperPrepare(SessionTestCase):
+    def get_handlers(self) -> list[Any]:
+        return [(r"/early", UsesSessionBeforeSuperPrepare), (r"/report", ReportsTheEarlyUse),
+                (r"/login", SetsUser)]
+
+    def test_the_error_says_to_call_super_prepare_first_in_that_handler(self) -> None:
+        self.fetch("/login")
+        message = self.fetch("/report").body.decode()
+        self.assertIn("ReportsTheEarlyUse used the session before SessionMixin.prepare() "
+                      "loaded it: call `await super().prepare()` first in "
+                      "ReportsTheEarlyUse.prepare()", message)
+        self.assertNotIn("did not run", message)  # it did run, later: the old, wrong message
+
+    def test_it_is_a_500_logged_with_the_error(self) -> None:
+        self.fetch("/login")
+        with ExpectLog("tornado.application", ".*Uncaught exception GET /early"):
+            self.assertEqual(self.fetch("/early").code, 500)
+
+    def test_a_visitor_without_a_session_cookie_is_served(self) -> None:
+        response = self.fetch("/early", cookies=False)
+        self.assertEqual((response.code, response.body), (200, b"-"))

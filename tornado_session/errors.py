@@ -37,7 +37,9 @@ class SessionNotLoadedError(SessionError):
 
     With lazy loading (``lazy=True``, or the handler's ``session_lazy = True``)
     a handler must ``await self.load_session()`` before it reads or writes
-    ``self.session``.
+    ``self.session``.  Otherwise ``SessionMixin.prepare()`` loads it: a
+    handler's own ``prepare()`` must ``await super().prepare()`` before it uses
+    the session.  The message names the handler and what to change.
     """
 
 

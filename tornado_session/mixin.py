@@ -200,7 +200,15 @@ class SessionMixin(_HandlerBase):
         context.touched = True
 
     def _session_unloaded(self, context: SessionContext) -> Session:
-        """Give a session that needs no loading, or say what to call."""
+        """Give a session that needs no loading, or say exactly what to change.
+
+        Loading may need the store, and ``self.session`` cannot wait for it:
+        the handler must have awaited the load before.  With the default,
+        eager loading that is ``SessionMixin.prepare()``, which has not run
+        when this is reached (after it, the session is always loaded): the
+        handler's own ``prepare()`` used the session before calling it, or
+        never called it.
+        """
         name = type(self).__name__
         lazy = self.session_lazy
         if lazy is None and context.config.options.lazy:
@@ -215,8 +223,10 @@ class SessionMixin(_HandlerBase):
             )
         if context.cookie_values:
             raise SessionNotLoadedError(
-                f"{name}.prepare() did not run SessionMixin.prepare(); "
-                "call `await super().prepare()` from your prepare()"
+                f"{name} used the session before SessionMixin.prepare() loaded it: "
+                f"call `await super().prepare()` first in {name}.prepare(), before "
+                "anything that uses the session (self.session, or a current_user "
+                "read from it), or `await self.load_session()` before that use"
             )
         return context.start_new()
 
