@@ -275,8 +275,8 @@ class SessionContext:
     """
 
     __slots__ = ("_running_now", "committed", "config", "cookie_line", "cookie_values",
-                 "finishing", "handler", "name", "outage", "session", "state", "stopped",
-                 "store_key", "touched")
+                 "finishing", "flashes", "handler", "name", "outage", "session", "state",
+                 "stopped", "store_key", "touched")
 
     def __init__(
         self, config: SessionConfig, cookie_values: Sequence[str] = (), *, handler: Any = None,
@@ -304,6 +304,8 @@ class SessionContext:
         self.finishing: Any = None
         #: The ``Set-Cookie`` line sent for the session, if any (a second one replaces it).
         self.cookie_line: str | None = None
+        #: The request's flash messages, once it uses them (a `tornado_session.flash.Flashes`).
+        self.flashes: Any = None
         self._running_now = False
 
     # -- load ----------------------------------------------------------------

@@ -22,7 +22,7 @@ import functools
 import logging
 import sys
 import types
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import tornado.web
@@ -32,6 +32,7 @@ from tornado.iostream import StreamClosedError
 from .config import SessionConfig
 from .cookies import CookieCodec, Signer
 from .errors import SessionNotLoadedError, SessionOptionError, StoreUnavailableError
+from .flash import Flashes
 from .lifecycle import CookieUpdate, SessionContext
 from .options import SessionOptions
 from .session import Session
@@ -75,6 +76,11 @@ class SessionMixin(_HandlerBase):
     #: option, ``True`` loads only on ``await self.load_session()``, ``False``
     #: loads in ``prepare()`` (for a request that carries a session cookie).
     session_lazy: bool | None = None
+
+    #: How many flash messages wait for the next page at most; past it the
+    #: oldest are dropped, so a client that never shows a page (a script
+    #: posting again and again) cannot grow a session or a cookie without end.
+    flash_max: int = 10
 
     #: This request's session, from load to commit (made on first need).
     _session_ctx: SessionContext | None = None
@@ -127,15 +133,7 @@ class SessionMixin(_HandlerBase):
         header = headers["Cookie"]
         if name not in header:
             return ()
-        values = []
-        for chunk in header.split(";"):
-            cookie_name, sep, value = chunk.partition("=")
-            if sep and cookie_name.strip() == name:
-                value = value.strip()
-                if len(value) > 1 and value[0] == value[-1] == '"':
-                    value = value[1:-1]
-                values.append(value)
-        return tuple(values)
+        return _cookie_values(header, name)
 
     # -- loading ----------------------------------------------------------------
 
@@ -260,6 +258,83 @@ class SessionMixin(_HandlerBase):
         )
         self._send_session_cookie(commit.value if type(commit) is Ready else await commit)
 
+    # -- flash messages -------------------------------------------------------------
+
+    def flash(self, message: str, category: str = "info") -> None:
+        """Keep ``message`` for the next page that shows flash messages, once.
+
+        The usual place is just before a redirect: ``self.flash("Saved.")``,
+        then ``self.redirect(...)``; the page redirected to shows it with
+        `get_flashed_messages`.  ``category`` is a word of your choosing
+        (``"info"``, ``"error"``...) that pages can filter on or style by.
+
+        A visitor who has a session keeps the messages in it (under the key
+        ``"_flashes"``); one who has none keeps them in a small signed cookie
+        of their own, the session cookie's name plus ``.flash``, so that a
+        flash never stores a session for a visitor who has none.  At most
+        `flash_max` wait, the oldest dropped first.  Like a session change,
+        it is sent at the end of the response: call it before ``flush()``.
+        """
+        context = self._session_ctx or self._session_context()
+        flashes = self._flashes(context)
+        if flashes.add(self._flash_session(context), message, category, limit=self.flash_max):
+            context.touched = True
+
+    def get_flashed_messages(
+        self, with_categories: bool = False, category_filter: Iterable[str] = ()
+    ) -> list[Any]:
+        """Return the flash messages waiting for this page, oldest first; they are then gone.
+
+        Messages are strings, or ``(category, message)`` pairs with
+        ``with_categories=True``.  ``category_filter`` keeps only the messages
+        of those categories.  Every waiting message is taken at the first
+        call, whatever the filter (as in Flask), and later calls in the same
+        request see the same messages, so a page can show its errors and its
+        notices in two places::
+
+            {% for text in handler.get_flashed_messages(category_filter=["error"]) %}
+
+        A response that shows them varies on the cookie (``Vary: Cookie``).
+        """
+        context = self._session_ctx or self._session_context()
+        messages = self._flashes(context).take(self._flash_session(context))
+        context.touched = True
+        wanted = set(category_filter)
+        if wanted:
+            messages = [item for item in messages if item[0] in wanted]
+        if with_categories:
+            return [(category, text) for category, text in messages]
+        return [text for _, text in messages]
+
+    def _flashes(self, context: SessionContext) -> Flashes:
+        flashes: Flashes | None = context.flashes
+        if flashes is None:
+            name = context.config.flash_cookie
+            header = self.request.headers.get("Cookie", "")
+            values = _cookie_values(header, name) if name in header else ()
+            flashes = context.flashes = Flashes(context.config, values)
+        return flashes
+
+    def _flash_session(self, context: SessionContext) -> Session | None:
+        """The loaded session; ``None`` for a visitor without a session cookie."""
+        session = context.session
+        if session is None and context.cookie_values:  # not loaded: say what to do
+            session = self._session_unloaded(context)
+        return session
+
+    def _send_flash_cookie(self, flashes: Flashes) -> None:
+        update = flashes.cookie_update()
+        if update is None:
+            return
+        config = application_config(self.application)
+        secure = config.options.secure
+        if secure is None:
+            secure = self.request.protocol == "https"
+        self._add_session_header("Set-Cookie", config.flash_line.format(
+            update.value, expires=_EPOCH_PLUS_A_DAY if update.max_age == 0 else update.expires,
+            max_age=update.max_age, secure=secure,
+        ))
+
     # -- finishing ------------------------------------------------------------------
 
     def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> Future[None]:
@@ -327,6 +402,9 @@ class SessionMixin(_HandlerBase):
             self._add_session_header("Vary", "Cookie")
         if context.outage and self.get_status() == 503:
             self.set_header("Retry-After", str(context.config.retry_after))
+        flashes = context.flashes
+        if flashes is not None and self.get_status() < 500 and self.session_save is not False:
+            self._send_flash_cookie(flashes)
 
     def _send_session_cookie(self, cookie: CookieUpdate | None) -> None:
         if cookie is not None:
@@ -415,6 +493,19 @@ class SessionMixin(_HandlerBase):
             logger.warning("%s answered 503: %s", type(self).__name__, value)
             return
         super().log_exception(typ, value, tb)
+
+
+def _cookie_values(header: str, name: str) -> tuple[str, ...]:
+    """Every value of the cookie ``name`` in a ``Cookie`` header, in order, without quotes."""
+    values = []
+    for chunk in header.split(";"):
+        cookie_name, sep, value = chunk.partition("=")
+        if sep and cookie_name.strip() == name:
+            value = value.strip()
+            if len(value) > 1 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            values.append(value)
+    return tuple(values)
 
 
 def _vary_tokens(handler: tornado.web.RequestHandler) -> set[str]:
