@@ -260,6 +260,14 @@ class TestClientCookies(AsyncHTTPTestCase):
         response = self.client.fetch("/set?what=redirect")
         self.assertEqual(response.code, 302)
 
+    def test_cookies_given_to_one_request_are_sent_instead_and_nothing_is_kept(self) -> None:
+        self.client.fetch("/set?what=plain")
+        self.assertEqual(self.client.fetch("/echo", cookies={"other": "1"}).body, b"other=1")
+        self.assertEqual(self.client.fetch("/echo", cookies={}).body, b"")
+        self.client.fetch("/set?what=short", cookies={})  # sets "short": not kept
+        self.assertEqual(self.client.cookies, {"theme": "dark"})
+        self.assertEqual(self.echo(), "theme=dark")
+
     def test_fetch_inside_a_coroutine_says_to_await_fetch_async(self) -> None:
         async def inside() -> None:
             with self.assertRaisesRegex(RuntimeError, r"await client.fetch_async"):

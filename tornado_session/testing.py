@@ -47,6 +47,7 @@ import http.cookies
 import time
 import types
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -726,18 +727,27 @@ class SessionClient:
 
     async def fetch_async(
         self, path: str, *, follow_redirects: bool = False, xsrf: bool = True,
-        max_redirects: int = 5, **kwargs: Any,
+        max_redirects: int = 5, cookies: Mapping[str, str] | None = None, **kwargs: Any,
     ) -> HTTPResponse:
         """Send a request to the test server with the client's cookies; keep what it sets.
 
         ``path`` is a path of the test server (or a whole URL).  Other
         arguments are those of `tornado.httpclient.HTTPRequest` (``method``,
-        ``body``, ``headers``...); a ``Cookie`` header given in ``headers`` is
-        sent instead of the client's cookies.  Returns the response whatever
-        its status.  With ``follow_redirects=True``, up to ``max_redirects``
-        redirects are followed (a 301, 302 or 303 as a GET without a body),
-        each carrying the cookies the step before set.
+        ``body``, ``headers``...).  Returns the response whatever its status.
+        With ``follow_redirects=True``, up to ``max_redirects`` redirects are
+        followed (a 301, 302 or 303 as a GET without a body), each carrying
+        the cookies the step before set.
+
+        ``cookies`` sends exactly these cookies (``{}``: none) instead of the
+        client's, and keeps none of the response's: a request from somewhere
+        else, such as an old cookie replayed after a logout.
         """
+        if cookies is not None:
+            other = SessionClient(self.case)
+            for name, value in cookies.items():
+                other.set_cookie(name, value)
+            return await other.fetch_async(path, follow_redirects=follow_redirects, xsrf=xsrf,
+                                           max_redirects=max_redirects, **kwargs)
         response = await self._send(path, xsrf=xsrf, **kwargs)
         for _ in range(max_redirects if follow_redirects else 0):
             if response.code not in _REDIRECTS or "Location" not in response.headers:
