@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unittest
 import urllib.parse
 from typing import Any
 
@@ -10,6 +11,7 @@ import tornado.web
 from tornado.testing import AsyncHTTPTestCase, ExpectLog
 
 from tornado_session import SessionMixin, SessionOptions
+from tornado_session.errors import SessionOptionError
 from tornado_session.flash import FLASH_COOKIE_MAX_AGE, FLASH_KEY
 from tornado_session.stores import MemoryStore, Store
 from tornado_session.testing import FakeClock, SessionClient
@@ -250,3 +252,60 @@ class TestFlashInLazyHandlers(FlashCase):
         self.log_in()
         with ExpectLog("tornado.application", ".*Uncaught exception"):
             self.assertEqual(self.client.fetch("/lazy-show").code, 500)
+
+
+# -- bad input ---------------------------------------------------------------------------
+
+
+class FlashesWhatItIsGiven(SessionMixin, tornado.web.RequestHandler):
+    def post(self) -> None:
+        message: Any = orjson.loads(self.get_argument("m"))
+        category: Any = orjson.loads(self.get_argument("c", '"info"'))
+        try:
+            self.flash(message, category)
+        except TypeError as exc:
+            self.write(f"{type(exc).__name__}: {exc}")
+
+
+class FiltersByAString(SessionMixin, tornado.web.RequestHandler):
+    def get(self) -> None:
+        try:
+            self.get_flashed_messages(category_filter="error")
+        except TypeError as exc:
+            self.write(f"{type(exc).__name__}: {exc}")
+
+
+class TestFlashBadInput(AsyncHTTPTestCase):
+    def get_app(self) -> tornado.web.Application:
+        return tornado.web.Application(
+            [(r"/flash", FlashesWhatItIsGiven), (r"/filter", FiltersByAString)],
+            cookie_secret=SECRET, session=SessionOptions(store=MemoryStore()),
+        )
+
+    def test_a_message_or_category_that_is_not_a_str_is_a_type_error(self) -> None:
+        for message, category in (("1", "2"), ("null", '"info"'), ('"ok"', "3"),
+                                  ('["a"]', '"info"')):
+            with self.subTest(message=message, category=category):
+                query = urllib.parse.urlencode({"m": message, "c": category})
+                response = self.fetch(f"/flash?{query}", method="POST", body="")
+                self.assertTrue(response.body.startswith(
+                    b"TypeError: flash() takes a str message and category"), response.body)
+                self.assertNotIn("Set-Cookie", response.headers)  # nothing kept
+
+    def test_a_str_category_filter_says_to_pass_a_list(self) -> None:
+        self.assertEqual(self.fetch("/filter").body,
+                         b"TypeError: get_flashed_messages() takes category_filter as a list "
+                         b"of categories, such as ['error'], not a str")
+
+
+class TestFlashMaxIsCheckedWhenTheHandlerIsDefined(unittest.TestCase):
+    def test_flash_max_must_be_a_positive_int(self) -> None:
+        for value in (0, -1, 2.5, "10", None, True):
+            with self.subTest(value=value), self.assertRaisesRegex(
+                SessionOptionError, rf"Page.flash_max must be an int of 1 or more, not {value!r}"
+            ):
+                type("Page", (SessionMixin, tornado.web.RequestHandler), {"flash_max": value})
+
+    def test_a_positive_int_is_taken(self) -> None:
+        page = type("Page", (SessionMixin, tornado.web.RequestHandler), {"flash_max": 1})
+        self.assertEqual(page.flash_max, 1)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+import unittest
 from typing import Any
 
 import tornado.web
@@ -10,6 +12,7 @@ from tornado.testing import ExpectLog, gen_test
 
 from tests.base import COOKIE, CountingStore, SessionTestCase
 from tornado_session import SessionMixin, SessionNotLoadedError
+from tornado_session.errors import SessionOptionError
 from tornado_session.stores import MemoryStore
 
 
@@ -218,3 +221,20 @@ class TestSessionUsedBeforeSuperPrepare(SessionTestCase):
     def test_a_visitor_without_a_session_cookie_is_served(self) -> None:
         response = self.fetch("/early", cookies=False)
         self.assertEqual((response.code, response.body), (200, b"-"))
+
+
+class TestSessionLazyIsCheckedWhenTheHandlerIsDefined(unittest.TestCase):
+    def test_session_lazy_must_be_none_true_or_false(self) -> None:
+        for value in (1, 0, "yes", "", []):
+            with self.subTest(value=value), self.assertRaisesRegex(
+                SessionOptionError,
+                rf"Page.session_lazy must be None \(follow the lazy option\), True or False, "
+                rf"not {re.escape(repr(value))}",
+            ):
+                type("Page", (SessionMixin, tornado.web.RequestHandler), {"session_lazy": value})
+
+    def test_none_true_and_false_are_taken(self) -> None:
+        for value in (None, True, False):
+            page = type("Page", (SessionMixin, tornado.web.RequestHandler),
+                        {"session_lazy": value})
+            self.assertIs(page.session_lazy, value)

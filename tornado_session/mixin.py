@@ -85,6 +85,26 @@ class SessionMixin(_HandlerBase):
     #: This request's session, from load to commit (made on first need).
     _session_ctx: SessionContext | None = None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Check the handler's `session_lazy` and `flash_max` when the class is defined.
+
+        A wrong value fails at import time, naming the handler, rather than
+        misbehaving in a request: ``session_lazy = "yes"`` would read as true,
+        ``flash_max = 0`` would keep every message.
+        """
+        super().__init_subclass__(**kwargs)
+        lazy: Any = cls.session_lazy
+        if lazy is not None and type(lazy) is not bool:
+            raise SessionOptionError(
+                f"{cls.__name__}.session_lazy must be None (follow the lazy option), True or "
+                f"False, not {lazy!r}"
+            )
+        limit: Any = cls.flash_max
+        if type(limit) is not int or limit < 1:
+            raise SessionOptionError(
+                f"{cls.__name__}.flash_max must be an int of 1 or more, not {limit!r}"
+            )
+
     # -- configuration ----------------------------------------------------------
 
     @classmethod
@@ -296,6 +316,11 @@ class SessionMixin(_HandlerBase):
 
         A response that shows them varies on the cookie (``Vary: Cookie``).
         """
+        if isinstance(category_filter, str):
+            raise TypeError(
+                "get_flashed_messages() takes category_filter as a list of categories, "
+                f"such as [{category_filter!r}], not a str"
+            )
         context = self._session_ctx or self._session_context()
         messages = self._flashes(context).take(self._flash_session(context))
         context.touched = True
