@@ -1,10 +1,13 @@
-"""SessionOptions: every setting of the session layer, checked at start-up.
+"""SessionOptions: every setting of the session layer, checked when built.
 
 The names and defaults follow koa-session and koa-generic-session, in seconds
 rather than milliseconds.  A wrong name, type or value raises
 `SessionOptionError` naming the option, the value given and what is accepted,
-when the options are built: at start-up, not on the first request that needs
-them.
+when the options are built: where ``SessionOptions(...)`` is called, not on the
+first request that needs them.  A dict given as the application's ``session``
+setting is built into options when the mixin first reads it (the first
+request), unless ``SessionMixin.configure_application(app)`` reads it at
+start-up: Tornado has no start-up hook that could.
 """
 
 from __future__ import annotations
