@@ -65,7 +65,7 @@ from ..errors import (
 )
 from .base import Clock, Store
 
-_INSTALL_HINT = 'MongoStore needs PyMongo: pip install "tornado-session[mongo]"'
+_INSTALL_HINT = 'MongoStore needs PyMongo: pip install "tornado-async-session[mongo]"'
 
 try:
     import bson
