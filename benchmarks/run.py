@@ -433,7 +433,7 @@ def _versions() -> dict[str, str]:
     from importlib import metadata
 
     found = {}
-    for name in ("tornado", "tornado-session", "orjson", "redis", "hiredis", "pymongo", "aiohttp",
+    for name in ("tornado", "tornado-async-session", "orjson", "redis", "hiredis", "pymongo", "aiohttp",
                  "aiohttp-session", "torndsession", "pycket", "cryptography"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             found[name] = metadata.version(name)
