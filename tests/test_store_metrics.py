@@ -137,6 +137,17 @@ class TestStoreEvents(MetricsCase):
         self.assertEqual(self.events, [])
 
 
+class TestStoreEventsOfARollingSession(MetricsCase):
+    def session_options(self) -> dict[str, Any]:
+        return {"rolling": True}
+
+    def test_a_touch_is_an_event_too(self) -> None:
+        self.fetch("/count")
+        self.calls()
+        self.assertEqual(self.fetch("/read").body, b"1")
+        self.assertEqual(self.calls(), [("load", "ok"), ("touch", "ok")])
+
+
 class TestStoreEventsDuringAnOutage(MetricsCase):
     def session_options(self) -> dict[str, Any]:
         return {"reconnect_timeout": 0.2}
