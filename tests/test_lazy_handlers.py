@@ -195,6 +195,43 @@ class ReportsTheEarlyUse(UsesSessionBeforeSuperPrepare):
             self.finish("error: " + str(exc))
 
 
+class ChecksTheUserEarly(SessionMixin, tornado.web.RequestHandler):
+    """Reads ``current_user`` (from the session) before the mixin's prepare()."""
+
+    def get_current_user(self) -> Any:
+        return self.session.get("user")
+
+    async def prepare(self) -> None:
+        try:
+            self.current_user  # noqa: B018
+        except SessionNotLoadedError as exc:
+            self.finish("error: " + str(exc))
+            return
+        await super().prepare()
+
+
+class UsesSessionInInitialize(SessionMixin, tornado.web.RequestHandler):
+    def initialize(self) -> None:
+        try:
+            self.session.get("user")
+        except SessionNotLoadedError as exc:
+            self.error = str(exc)
+
+    def get(self) -> None:
+        self.write("error: " + self.error)
+
+
+class ForgetsSuperPrepare(SessionMixin, tornado.web.RequestHandler):
+    def prepare(self) -> None:
+        self.started = True  # and no super().prepare(): the session is never loaded
+
+    def get(self) -> None:
+        try:
+            self.write(self.session.get("user", "-"))
+        except SessionNotLoadedError as exc:
+            self.write("error: " + str(exc))
+
+
 class SetsUser(SessionMixin, tornado.web.RequestHandler):
     def get(self) -> None:
         self.session["user"] = "ada"
@@ -203,15 +240,43 @@ class SetsUser(SessionMixin, tornado.web.RequestHandler):
 class TestSessionUsedBeforeSuperPrepare(SessionTestCase):
     def get_handlers(self) -> list[Any]:
         return [(r"/early", UsesSessionBeforeSuperPrepare), (r"/report", ReportsTheEarlyUse),
+                (r"/current-user", ChecksTheUserEarly),
+                (r"/in-initialize", UsesSessionInInitialize), (r"/forgets", ForgetsSuperPrepare),
                 (r"/login", SetsUser)]
 
-    def test_the_error_says_to_call_super_prepare_first_in_that_handler(self) -> None:
+    def test_the_error_says_to_call_super_prepare_first_in_the_prepare_that_used_it(
+        self,
+    ) -> None:
         self.fetch("/login")
         message = self.fetch("/report").body.decode()
+        # The prepare() that used the session is the base class's, not ReportsTheEarlyUse's own.
         self.assertIn("ReportsTheEarlyUse used the session before SessionMixin.prepare() "
                       "loaded it: call `await super().prepare()` first in "
-                      "ReportsTheEarlyUse.prepare()", message)
+                      "UsesSessionBeforeSuperPrepare.prepare()", message)
         self.assertNotIn("did not run", message)  # it did run, later: the old, wrong message
+
+    def test_a_current_user_read_from_the_session_too_early_names_that_prepare(self) -> None:
+        self.fetch("/login")
+        message = self.fetch("/current-user").body.decode()
+        self.assertIn("call `await super().prepare()` first in ChecksTheUserEarly.prepare()",
+                      message)
+
+    def test_a_prepare_that_never_calls_the_mixins_is_named(self) -> None:
+        self.fetch("/login")
+        self.assertEqual(
+            self.fetch("/forgets").body.decode(),
+            "error: ForgetsSuperPrepare used the session in ForgetsSuperPrepare.get(), but "
+            "SessionMixin.prepare() never loaded it: ForgetsSuperPrepare.prepare() must call "
+            "`await super().prepare()`, first",
+        )
+
+    def test_a_use_outside_prepare_names_the_method_and_where_to_move_it(self) -> None:
+        self.fetch("/login")
+        message = self.fetch("/in-initialize").body.decode()
+        self.assertIn("UsesSessionInInitialize used the session in "
+                      "UsesSessionInInitialize.initialize(), before SessionMixin.prepare() "
+                      "loaded it: use it in prepare() after `await super().prepare()`, or in "
+                      "the handler method", message)
 
     def test_it_is_a_500_logged_with_the_error(self) -> None:
         self.fetch("/login")

@@ -240,13 +240,46 @@ class SessionMixin(_HandlerBase):
                 f"{name}.session_lazy is True: call `await self.load_session()` first"
             )
         if context.cookie_values:
+            prepare, method = self._session_user_on_the_stack()
+            if prepare is not None or method is None:
+                raise SessionNotLoadedError(
+                    f"{name} used the session before SessionMixin.prepare() loaded it: "
+                    f"call `await super().prepare()` first in {prepare or name + '.prepare'}(), "
+                    "before anything that uses the session (self.session, or a current_user "
+                    "read from it), or `await self.load_session()` before that use"
+                )
+            if method.rpartition(".")[2].upper() in self.SUPPORTED_METHODS:
+                raise SessionNotLoadedError(
+                    f"{name} used the session in {method}(), but SessionMixin.prepare() "
+                    f"never loaded it: {type(self).prepare.__qualname__}() must call "
+                    "`await super().prepare()`, first"
+                )
             raise SessionNotLoadedError(
-                f"{name} used the session before SessionMixin.prepare() loaded it: "
-                f"call `await super().prepare()` first in {name}.prepare(), before "
-                "anything that uses the session (self.session, or a current_user "
-                "read from it), or `await self.load_session()` before that use"
+                f"{name} used the session in {method}(), before SessionMixin.prepare() "
+                "loaded it: use it in prepare() after `await super().prepare()`, or in the "
+                "handler method, or `await self.load_session()` before that use"
             )
         return context.start_new()
+
+    def _session_user_on_the_stack(self) -> tuple[str | None, str | None]:
+        """Which of the handler's methods used the session: its running ``prepare()``, if any.
+
+        Returns the qualified names of the handler's ``prepare()`` on the
+        stack and of the innermost method of the handler there (outside this
+        module).  The ``prepare()`` to change may be a base class's, and the
+        use may be elsewhere (``initialize()``): the error names the one to
+        change.  Walked only on that error's path, so it costs nothing else.
+        """
+        method: str | None = None
+        frame: types.FrameType | None = sys._getframe(1)
+        while frame is not None:
+            code = frame.f_code
+            if code.co_filename != __file__ and frame.f_locals.get("self") is self:
+                if code.co_name == "prepare":
+                    return code.co_qualname, method or code.co_qualname
+                method = method or code.co_qualname
+            frame = frame.f_back
+        return None, method
 
     # -- what the handler can do --------------------------------------------------
 
