@@ -40,10 +40,10 @@ import orjson
 
 from . import serializers
 from .config import MAX_ID_LENGTH, CookiePayload, SessionConfig
-from .errors import SessionError, StoreUnavailableError
+from .errors import SessionConflictError, SessionError, StoreUnavailableError
 from .options import SessionOptions
 from .session import Session
-from .stores.base import Ready, Store
+from .stores.base import Ready, Store, Written
 
 logger = logging.getLogger(__name__)
 
@@ -465,16 +465,21 @@ class SessionContext:
             written = await self._retire_first() if state.retired_key else True
             if written:
                 previous: serializers.Loaded | None = None
+                ops = None
                 if session.id is None:  # new or regenerated: a record of its own
                     session_id = self._new_id()
                     session._assign_id(session_id)
                     self.store_key = self.config.store_key(session_id)
                 else:
                     previous = session.loaded_data()
+                    ops = session.pending_ops(previous)
                 assert self.store_key is not None
                 written = await self.call_store(
-                    store.set, self.store_key, session.staged_data(), lifetime, previous=previous
+                    store.set, self.store_key, session.staged_data(), lifetime,
+                    previous=previous, ops=ops, on_conflict=options.on_conflict,
                 )
+                if type(written) is Written:
+                    self._met_parallel_writes(written)
         if not written:
             state.cookie_sent = True
             decision = Decision(Action.DESTROY, "destroyed by a concurrent request",
@@ -483,6 +488,32 @@ class SessionContext:
             state.written_at = now
             state.expires = round(now + lifetime, 3)
         return self.complete(decision)
+
+    def _met_parallel_writes(self, written: Written) -> None:
+        """Report the keys in conflict, and take the values the store computed.
+
+        ``session:conflict`` names the keys, never their values (they may be
+        private).  With ``on_conflict="fail"`` nothing was written: the
+        request fails with `SessionConflictError` (409 from the mixin).
+        """
+        options = self.config.options
+        session = self.session
+        assert session is not None
+        if written.conflicts:
+            options.events.emit("session:conflict", {
+                "key": options.key, "names": list(written.conflicts),
+                "on_conflict": options.on_conflict, "written": written.written,
+                "handler": self.handler,
+            })
+        if not written.written and written.conflicts:
+            session._unstage()
+            names = ", ".join(map(repr, written.conflicts))
+            raise SessionConflictError(
+                f"a parallel request of this session changed {names} after this one loaded "
+                "it; nothing was written (on_conflict='fail')", written.conflicts,
+            )
+        if written.values:
+            session._adopt(written.values)
 
     async def _retire_first(self) -> bool:
         """Delete the record a regeneration (or destroy) retired, before the new one is written.

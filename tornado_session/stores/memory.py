@@ -18,7 +18,7 @@ from typing import Any
 from .. import serializers
 from .._checks import check_seconds
 from ..errors import SessionOptionError, StoreUnavailableError
-from .base import Clock, Ready, Store
+from .base import Clock, Ready, Store, Written
 
 # The answers MemoryStore gives most, made once: awaiting a `Ready` does not change it.
 _NONE: Ready[Any] = Ready(None)
@@ -122,11 +122,15 @@ class MemoryStore(Store):
         max_age: float,
         *,
         previous: Mapping[str, Any] | None = None,
-    ) -> Ready[bool]:
+        ops: Mapping[str, serializers.Op] | None = None,
+        on_conflict: str = "last_write_wins",
+    ) -> Ready[bool | Written]:
         """Store a copy of ``data``; see `Store.set`.
 
         With ``previous=None`` a key the store does not hold enters probation;
         any other write is a use of the record, which is then protected.
+        Conflicts and ``ops`` are settled by `serializers.merge_changes`,
+        within the call: nothing else runs meanwhile.
         """
         self._check_open()
         raw = serializers.dumps(data)  # first: a value that is not JSON writes nothing
@@ -144,19 +148,23 @@ class MemoryStore(Store):
         current = self._live_entry(key)  # promotes it: a record used again
         if current is None:
             return _FALSE
+        answer: Ready[Any] = _TRUE
         if serializers.raw_json(previous) != current[1]:
             # A concurrent request of the same session wrote since this one
             # loaded: apply only this request's changes, so its writes stay.
             # (Unchanged since the load, the merge would give ``data`` itself.)
-            to_set, to_unset = serializers.changed_keys(previous, data)
-            merged: dict[str, Any] = serializers.loads(current[1])
-            merged.update(to_set)
-            for name in to_unset:
-                merged.pop(name, None)
-            raw = serializers.dumps(merged)
+            merged = serializers.merge_changes(
+                serializers.loads(current[1]), previous, data, ops=ops, on_conflict=on_conflict
+            )
+            written = Written.of(merged)
+            if merged.data is None:
+                return Ready(written)
+            raw = serializers.dumps(merged.data)
+            if written is not True:
+                answer = Ready(written)
         self._found_in[key] = (self.expires_at(max_age), bytes(memoryview(raw)))
         self._evict()
-        return _TRUE
+        return answer
 
     def touch(self, key: str, max_age: float) -> Ready[bool]:
         """Extend the expiry of a live record; ``False`` when there is none."""
