@@ -53,7 +53,7 @@ class ReadModifyWrite(SessionMixin, tornado.web.RequestHandler):
 
 class Increment(SessionMixin, tornado.web.RequestHandler):
     async def get(self) -> None:
-        self.session.increment("views")  # type: ignore[attr-defined]
+        self.session.increment("views")  # type: ignore[attr-defined,unused-ignore]
         await asyncio.sleep(0)
         self.write("ok")
 
@@ -151,7 +151,8 @@ async def measure(kind: str, url: str | None, clients: int, requests: int) -> li
             conflicts.clear()
             sent = [0] * clients
 
-            async def client(number: int, path: str = path, start: str = start) -> None:
+            async def client(number: int, path: str = path, start: str = start,
+                             sent: list[int] = sent) -> None:
                 cookie = start
                 target = f"{base}/keys/{number}" if path == "/keys" else base + path
                 for _ in range(requests):

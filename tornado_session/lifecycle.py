@@ -458,6 +458,7 @@ class SessionContext:
         options = self.config.options
         now = options.clock()
         lifetime = self._lifetime(now)
+        written: bool | Written
         if decision.action is Action.TOUCH:
             assert self.store_key is not None
             written = await self.call_store(store.touch, self.store_key, lifetime)

@@ -393,7 +393,7 @@ class SessionMixin(_HandlerBase):
         value: BaseException | None,
         tb: types.TracebackType | None,
     ) -> None:
-        """Log a store outage (503) or a refused conflict (409) as one line; else as Tornado does."""
+        """Log a store outage (503) or a refused conflict (409) in one line; else as Tornado."""
         if isinstance(value, StoreUnavailableError):
             logger.warning("%s answered 503: %s", type(self).__name__, value)
             return

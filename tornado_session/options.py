@@ -16,9 +16,9 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from ._checks import check_seconds
-from .serializers import ON_CONFLICT
 from .errors import SessionOptionError
 from .events import EventEmitter
+from .serializers import ON_CONFLICT
 
 if TYPE_CHECKING:
     from .session import Session

@@ -156,7 +156,7 @@ class Append(NamedTuple):
     limit: int
 
     def apply(self, value: Any) -> list[Any] | None:
-        """The list ``value`` with ``values`` appended and cut to ``limit``; ``None`` if not a list."""
+        """``value`` with ``values`` appended, cut to ``limit``; ``None`` if it is not a list."""
         if value is MISSING:
             items: list[Any] = list(self.values)
         elif type(value) is list:

@@ -162,7 +162,7 @@ class Session(MutableMapping[str, Any]):
         if ops is None:
             ops = self._ops = {}
         before = ops.get(key)
-        ops[key] = before.then(op) if type(before) is type(op) else op  # type: ignore[arg-type,union-attr]
+        ops[key] = before.then(op) if type(before) is type(op) else op  # type: ignore[arg-type]
 
     def pending_ops(self, previous: Mapping[str, Any]) -> dict[str, serializers.Op] | None:
         """The `increment` and `append` calls that still describe the change of their key.

@@ -50,7 +50,7 @@ class Ready(Awaitable[_T]):
 
 
 class Written:
-    """What an update (`Store.set` with ``previous``) did, when there is more to say than yes or no.
+    """What an update (`Store.set` with ``previous``) did, when there is more to say than yes/no.
 
     A store answers `Store.set` with ``True`` or ``False``, or with a
     `Written` when the write met a parallel request's changes: it names the
@@ -96,7 +96,8 @@ class Written:
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:  # key names only: values may be private
-        return f"Written({self.written}, conflicts={self.conflicts!r}, values={sorted(self.values)})"
+        names = sorted(self.values)
+        return f"Written({self.written}, conflicts={self.conflicts!r}, values={names})"
 
 
 #: Where every store gets the time from: injectable, so expiry is tested

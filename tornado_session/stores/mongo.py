@@ -71,8 +71,7 @@ try:
     import bson
     import pymongo
     from bson.codec_options import CodecOptions
-    from pymongo import ReturnDocument
-    from pymongo import monitoring
+    from pymongo import ReturnDocument, monitoring
     from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 except ImportError as exc:  # checked when a store is built
     _IMPORT_ERROR: ImportError | None = exc
@@ -590,7 +589,11 @@ def _plain_update(
     expires: datetime.datetime,
     ops: Mapping[str, serializers.Op] | None,
 ) -> dict[str, Any]:
-    """The update of ``last_write_wins``: ``$set``, ``$unset``, ``$inc`` and ``$push`` with ``$slice``."""
+    """The update of ``last_write_wins``: ``$set``, ``$unset``, ``$inc``, ``$push`` with ``$slice``.
+
+    Whatever the stored values are, this is written: the conflicts are found
+    afterwards, in the fields as they were before it (`MongoStore._modify`).
+    """
     sets: dict[str, Any] = {"expires": expires}
     update: dict[str, Any] = {"$set": sets}
     for name, value in to_set.items():
@@ -635,7 +638,8 @@ def _guarded_update(
             fields[name] = {"$add": [{"$ifNull": [path, 0]}, op.by]}
         elif type(op) is serializers.Append:
             checks[name] = {"$in": [{"$type": path}, ["array", "missing"]]}
-            items = {"$concatArrays": [{"$ifNull": [path, []]}, {"$literal": _escape(list(op.values))}]}
+            added = {"$literal": _escape(list(op.values))}
+            items = {"$concatArrays": [{"$ifNull": [path, []]}, added]}
             fields[name] = {"$slice": [items, -op.limit]}
         else:
             if name in previous:
@@ -648,7 +652,9 @@ def _guarded_update(
     for name, value in fields.items():
         path = "$data." + escape_field_name(name)
         check = every if on_conflict == "fail" else checks[name]
-        sets[path[1:]] = {"$cond": [check, value, path]}
+        # The field as it is (missing stays missing: a bare path would read as null).
+        keep = {"$cond": [{"$eq": [{"$type": path}, "missing"]}, "$$REMOVE", path]}
+        sets[path[1:]] = {"$cond": [check, value, keep]}
     return [{"$set": sets}]
 
 
