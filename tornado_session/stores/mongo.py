@@ -18,11 +18,15 @@ Every operation is one round trip:
 * `MongoStore.get` is one ``find`` on ``{_id, expires > now}``;
 * a new or regenerated session is one upserting ``update`` that replaces the
   whole document;
-* an update of a loaded session is one ``update`` of ``{_id, expires > now}``
-  without upsert that ``$set``/``$unset`` only the top-level keys this request
-  changed (``data.<key>``) and the expiry: two requests of one user that change
-  different keys both keep their writes, and a session that a concurrent
-  request destroyed (a logout) is not brought back;
+* an update of a loaded session is one ``findAndModify`` of ``{_id, expires >
+  now}`` without upsert that ``$set``/``$unset`` only the top-level keys this
+  request changed (``data.<key>``) and the expiry, ``$inc`` and ``$push`` with
+  ``$slice`` for `Session.increment` and `Session.append`: two requests of one
+  user that change different keys both keep their writes, and a session that a
+  concurrent request destroyed (a logout) is not brought back.  It answers the
+  changed fields as they were, so a key another request wrote since the load
+  is reported as a conflict from the same round trip; ``first_write_wins`` and
+  ``fail`` send a pipeline that compares as it writes;
 * `MongoStore.touch`, and an update that changes no key, ``$set`` only
   ``expires``; with ``touch_after`` the lifecycle touches at most once per period.
 

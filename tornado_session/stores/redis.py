@@ -22,7 +22,9 @@ Every operation is one round trip:
   removed, which the store sends along) to the record as it is now, key by
   key, splicing the JSON text without decoding any value, and writes that.
   So two requests that change different keys both keep their writes, and no
-  reader ever sees a record without a write that was acknowledged;
+  reader ever sees a record without a write that was acknowledged.  A key that
+  both changed is a conflict, settled in the script by ``on_conflict``;
+  increments and appends are applied to the value there now;
 * `RedisStore.touch`, and an update that changes nothing, are one ``PEXPIRE``;
 * `RedisStore.destroy` is one ``DEL``.
 
