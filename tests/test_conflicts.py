@@ -11,6 +11,7 @@ import os
 import time
 from typing import Any, ClassVar
 
+import pytest
 import tornado.web
 from tornado.httpclient import AsyncHTTPClient
 from tornado.testing import gen_test
@@ -23,6 +24,7 @@ from tornado_session import SessionMixin, SessionOptions
 from tornado_session.stores import MemoryStore, MongoStore, RedisStore, Store
 
 #: The issue's figure: 8 parallel clients of one session, 500 increments each.
+#: (``PARALLEL_REQUESTS`` overrides the 500, for a quick run.)
 CLIENTS = 8
 REQUESTS = int(os.environ.get("PARALLEL_REQUESTS", "500"))
 
@@ -77,6 +79,8 @@ class ParallelCase(SessionTestCase):
 
     __test__ = False
     on_conflict = "last_write_wins"
+    #: Increments per client in the default run.
+    parallel_requests = REQUESTS
 
     def make_store(self) -> Store:
         return MemoryStore()
@@ -116,8 +120,13 @@ class ParallelCase(SessionTestCase):
 class LastWriteWinsCase(ParallelCase):
     __test__ = False
 
-    @gen_test(timeout=600)
+    @pytest.mark.timeout(900)
+    @gen_test(timeout=900)
     async def test_parallel_clients_of_one_session_lose_no_increment(self) -> None:
+        await self.lose_no_increment(self.parallel_requests)
+
+    async def lose_no_increment(self, requests: int) -> None:
+        """``CLIENTS`` clients of one session each send ``requests`` to the counter example."""
         await self.fetch_async("/start")
         start = self.jar[COOKIE]
         http = AsyncHTTPClient()
@@ -125,7 +134,7 @@ class LastWriteWinsCase(ParallelCase):
 
         async def client() -> list[int]:
             cookie, seen = start, []
-            for _ in range(REQUESTS):
+            for _ in range(requests):
                 response = await http.fetch(self.get_url("/"),
                                             headers={"Cookie": f"{COOKIE}={cookie}"})
                 seen.append(int(response.body))
@@ -135,13 +144,14 @@ class LastWriteWinsCase(ParallelCase):
 
         answers = await asyncio.gather(*(client() for _ in range(CLIENTS)))
         took = time.perf_counter() - began
-        total = CLIENTS * REQUESTS
+        total = CLIENTS * requests
         # Each request saw the store's total just after its own increment: every
         # number from 1 to the total once, and the session holds the total.
         self.assertEqual(sorted(n for seen in answers for n in seen), list(range(1, total + 1)))
         self.assertEqual((await self.stored())["views"], total)
         self.assertEqual(self.conflicts, [])
-        print(f"\n{type(self).__name__}: {total} increments in {took:.1f} s")
+        print(f"\n{type(self).__name__}: {CLIENTS} clients x {requests} increments, "
+              f"{total} kept, in {took:.1f} s")
 
     @gen_test(timeout=30)
     async def test_a_read_modify_write_race_emits_session_conflict_naming_the_key(self) -> None:
@@ -245,7 +255,17 @@ class MongoCase:
 
 
 class TestMongoStore(MongoCase, LastWriteWinsCase):
+    """8 x 100 in the default run: 8 x 500 took 200 to over 600 s on the shared 2-core
+    machine (the wire server is mongoeco, in Python), past the suite's time-outs."""
+
     __test__ = True
+    parallel_requests = min(REQUESTS, 100)
+
+    @pytest.mark.slow
+    @pytest.mark.timeout(1800)
+    @gen_test(timeout=1800)
+    async def test_the_issues_8_clients_by_500_lose_no_increment(self) -> None:
+        await self.lose_no_increment(REQUESTS)
 
 
 class TestMongoStoreFail(MongoCase, FailCase):
