@@ -89,6 +89,8 @@ class ParallelCase(SessionTestCase):
         self.conflicts: list[dict[str, Any]] = []
         options = SessionOptions(store=self.store, on_conflict=self.on_conflict)
         options.events.on("session:conflict", self.conflicts.append)
+        self.store_events: list[dict[str, Any]] = []
+        options.events.on("session:store", self.store_events.append)
         app = counter.make_app(cookie_secret=COOKIE_SECRET, session=options, gate=Gate(2))
         app.add_handlers(r".*", [
             (r"/rmw/(\w+)", ReadModifyWrite), (r"/own/(\w+)", OwnKey),
@@ -186,6 +188,8 @@ class FailCase(ParallelCase):
         self.assertNotIn(b"written by", by_code[409].body)
         (event,) = self.conflicts
         self.assertEqual((event["names"], event["written"]), (["n"], False))
+        saves = [e["outcome"] for e in self.store_events if e["operation"] == "save"]
+        self.assertEqual(saves.count("conflict"), 1)  # the session:store event says so too
 
 
 class FirstWriteWinsCase(ParallelCase):
