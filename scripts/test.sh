@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 setup_python_venv
 setup_redis_server
+setup_nginx
 setup_mongo_wire_server
 setup_chromium
 setup_docs
