@@ -16,6 +16,7 @@ import signal
 from typing import Any
 
 import redis.asyncio
+import redis.cluster
 from tornado.testing import AsyncTestCase, ExpectLog, gen_test
 
 from tests.base import COOKIE, SessionTestCase
@@ -115,6 +116,24 @@ class TestAcrossMasters(ClusterStoreCase):
                 admin.script_flush()
         self.assertTrue(await self.store.set("k", {"n": 2}, 60, previous=loaded))
         self.assertEqual(await self.store.get("k"), {"n": 2})
+
+
+class TestClusterClientsRefused(RedisClusterCase, AsyncTestCase):
+    def test_a_blocking_cluster_client_is_refused(self) -> None:
+        client = redis.cluster.RedisCluster.from_url(self.redis_cluster.url)
+        try:
+            with self.assertRaisesRegex(SessionOptionError, "redis.asyncio.RedisCluster"):
+                RedisStore(client)  # type: ignore[arg-type]
+        finally:
+            client.close()
+
+    def test_a_cluster_client_decoding_responses_is_refused(self) -> None:
+        client = redis.asyncio.RedisCluster.from_url(
+            self.redis_cluster.url, decode_responses=True
+        )
+        with self.assertRaisesRegex(SessionOptionError, "decode_responses=True"):
+            RedisStore(client)
+        self.io_loop.run_sync(client.aclose)
 
 
 class TestFromUrlCluster(AsyncTestCase):
