@@ -21,8 +21,9 @@ from typing import Any, ClassVar
 
 from bson import ObjectId
 from mockupdb import MockupDB
-from tornado.testing import AsyncTestCase, gen_test
+from tornado.testing import AsyncTestCase, ExpectLog, gen_test
 
+from tests.base import COOKIE, SessionTestCase
 from tests.mongo_mock import MockMongoCase
 from tornado_session.errors import StoreUnavailableError
 from tornado_session.stores import MongoStore
@@ -190,6 +191,58 @@ class TestPrimaryStepDown(AsyncTestCase):
             await store.close()
         ((_, update),) = self.writes_seen()
         self.assertEqual(update["writeConcern"], {"w": 1})
+
+
+class TestStepDownOverHTTP(SessionTestCase):
+    """What a user sees when the primary steps down as their session is saved."""
+
+    replica_set: ClassVar[ReplicaSet]
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        cls.replica_set = ReplicaSet()
+        cls.addClassCleanup(cls.replica_set.stop)
+
+    def make_store(self) -> MongoStore:
+        rs = self.replica_set
+        rs.primary, rs.election, rs.writes, rs.step_down_on_write = 0, 1, ["ok", "ok"], False
+        rs.commands.clear()
+        self.mongo = MongoStore.from_uri(
+            rs.uri, create_ttl_index=False, serverSelectionTimeoutMS=3000,
+            heartbeatFrequencyMS=500,
+        )
+        return self.mongo
+
+    def session_options(self) -> dict[str, Any]:
+        return {"reconnect_timeout": 1.0}
+
+    def tearDown(self) -> None:
+        self.io_loop.run_sync(self.mongo.close)
+        super().tearDown()
+
+    @gen_test(timeout=20)
+    async def test_a_login_saved_during_a_step_down_answers_200_and_is_on_the_new_primary(
+        self,
+    ) -> None:
+        self.replica_set.step_down_on_write = True
+        with ExpectLog("tornado_session", ".*", required=False):
+            response = await self.fetch_async("/count")
+        self.assertEqual((response.code, response.body), (200, b"1"))
+        self.assertIn(COOKIE, self.jar)
+        writes = [index for index, name, _ in self.replica_set.commands if name == "update"]
+        self.assertEqual(writes, [0, 1])
+
+    @gen_test(timeout=20)
+    async def test_a_save_refused_by_both_primaries_answers_503_and_sets_no_cookie(self) -> None:
+        self.replica_set.step_down_on_write = True
+        self.replica_set.writes = ["refuse", "refuse"]
+        with ExpectLog("tornado_session.mixin", ".*answered 503"), \
+                ExpectLog("tornado_session", ".*", required=False):
+            response = await self.fetch_async("/count")
+        self.assertEqual(response.code, 503)
+        self.assertIn("Retry-After", response.headers)
+        self.assertNotIn("Set-Cookie", response.headers)
 
 
 class TestCommandShapesForSharding(MockMongoCase, AsyncTestCase):

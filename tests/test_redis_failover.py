@@ -130,7 +130,7 @@ class TestMasterFailover(RedisClusterCase, AsyncHTTPTestCase):
             window_seconds=round(window, 2),
             promotion_seconds=round(promoted_at - killed_at, 2),
             acknowledged_writes_lost=sum(lost), users_with_lost_writes=len(lost),
-            store_outages=names.count("disconnect"), node_timeout_ms=1000, reconnect_timeout=self.reconnect_timeout,
+            store_outages=names.count("disconnect"), node_timeout_ms=1000,
+            reconnect_timeout=self.reconnect_timeout,
         )
-        print(figures)
         report(type(self).__name__, **figures)
