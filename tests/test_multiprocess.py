@@ -23,16 +23,18 @@ load for 1, 2 and 4 processes is measured by benchmarks/scaling.py.
 from __future__ import annotations
 
 import asyncio
+import http.cookies
 import json
 import os
 import time
+import urllib.parse
 from typing import Any
 
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 from tornado.testing import AsyncTestCase, gen_test
 
-from tests.load_users import MongoServerCase, User, report
+from tests.load_users import PASSWORD, SESSION, MongoServerCase, User, report
 from tests.nginx import Nginx, TornadoProcesses
 from tests.redis_cluster import RedisClusterCase
 from tests.redis_server import RedisServerCase
@@ -156,6 +158,46 @@ class TestMultiProcessRedis(RedisServerCase, MultiProcessCase):
 
     def store_url(self) -> str:
         return self.redis_server.url
+
+    async def session_cookie_after_login(self, base_url: str, headers: dict[str, str]) -> str:
+        """The session's ``Set-Cookie`` line of a login through ``base_url``."""
+        client = AsyncHTTPClient(force_instance=True)
+        try:
+            page = await client.fetch(base_url + "/login", headers=headers)
+            xsrf = http.cookies.SimpleCookie(page.headers["Set-Cookie"])["_xsrf"].value
+            form = urllib.parse.urlencode(
+                {"username": "user0", "password": PASSWORD, "_xsrf": xsrf}
+            )
+            done = await client.fetch(
+                base_url + "/login", method="POST", body=form, follow_redirects=False,
+                raise_error=False, headers={**headers, "Cookie": f"_xsrf={xsrf}"},
+            )
+        finally:
+            client.close()
+        self.assertEqual(done.code, 302)
+        (line,) = [h for h in done.headers.get_list("Set-Cookie") if h.startswith(SESSION)]
+        return line
+
+    @gen_test(timeout=60)
+    async def test_the_cookie_is_secure_as_nginx_says_and_a_client_cannot_say_otherwise(
+        self,
+    ) -> None:
+        tornados = TornadoProcesses(1, self.store_kind, self.store_url(), 1)
+        self.addCleanup(tornados.stop)
+        await asyncio.to_thread(tornados.start)
+        nginx = Nginx(tornados.ports)
+        self.addCleanup(nginx.stop)
+        await asyncio.to_thread(nginx.start)
+        https = {"X-Forwarded-Proto": "https"}
+        # A proxy that ended TLS says https: with xheaders=True the cookie is Secure.
+        direct = await self.session_cookie_after_login(
+            f"http://127.0.0.1:{tornados.ports[0]}", https
+        )
+        self.assertIn("Secure", direct)
+        # nginx sets the header from its own scheme (http here), whatever the client sent.
+        through_nginx = await self.session_cookie_after_login(nginx.url, https)
+        self.assertNotIn("Secure", through_nginx)
+        self.assertIn("HttpOnly", through_nginx)
 
 
 class TestMultiProcessRedisCluster(RedisClusterCase, MultiProcessCase):
