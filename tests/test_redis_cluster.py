@@ -107,6 +107,17 @@ class TestAcrossMasters(ClusterStoreCase):
         self.assertEqual(await self.store.get("k"), {"start": 1, **{f"k{i}": i for i in range(30)}})
 
     @gen_test(timeout=30)
+    async def test_more_concurrent_calls_than_redis_py_pools_by_default_all_succeed(
+        self,
+    ) -> None:
+        # redis-py's cluster client allows 100 connections per node by default;
+        # the 101st concurrent command must not make the store report an outage.
+        await self.store.set("burst", {"n": 1}, 60)
+        results = await asyncio.gather(*(self.store.get("burst") for _ in range(250)))
+        self.assertEqual(results, [{"n": 1}] * 250)
+        self.assertTrue(self.store.connected)
+
+    @gen_test(timeout=30)
     async def test_the_update_script_is_loaded_again_on_a_master_that_lost_it(self) -> None:
         await self.store.set("k", {"n": 1}, 60)
         loaded = await self.store.get("k")

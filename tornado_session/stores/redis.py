@@ -233,9 +233,10 @@ def _escape_glob(text: str) -> str:
 class RedisStore(Store):
     """Keeps sessions in Redis (6.0 or later) through ``redis.asyncio``.
 
-    ``client`` is a ``redis.asyncio.Redis`` that you made and keep: `close`
-    leaves it open.  `from_url` builds one that the store owns and closes.  It
-    must be built with ``decode_responses=False`` (the default).
+    ``client`` is a ``redis.asyncio.Redis`` (or a ``redis.asyncio.RedisCluster``)
+    that you made and keep: `close` leaves it open.  `from_url` builds one
+    that the store owns and closes.  It must be built with
+    ``decode_responses=False`` (the default).
 
     ``namespace`` is put before every key, so several applications (or a
     session store and a cache) share one database without touching each
@@ -332,9 +333,10 @@ class RedisStore(Store):
         and the URL names any one node of the cluster: the client learns the
         others, and which master serves which slot, from it.
 
-        ``client_options`` go to ``redis.asyncio.Redis.from_url``
-        (``max_connections`` defaults to 10,000 here, Redis's own limit of
-        clients, instead of redis-py's 100, past which commands fail).  Unless
+        ``client_options`` go to ``redis.asyncio.Redis.from_url`` (or
+        ``RedisCluster.from_url``; ``max_connections``, per node on a cluster,
+        defaults to 10,000 here, Redis's own limit of clients, instead of
+        redis-py's 100, past which commands fail).  Unless
         given, ``retry`` is one immediate retry (enough to replace a pooled
         connection the server closed), so a server that is down is reported
         at once instead of after redis-py's default back-off of seconds; and
@@ -358,17 +360,17 @@ class RedisStore(Store):
                 f"RedisStore.from_url(url=...): expected a str such as 'redis://host:6379/0', "
                 f"got {type(url).__name__}"
             )
-        # redis-py's pool holds 100 connections by default and raises at the
-        # 101st concurrent command, which the store would take for an outage
-        # (every request 503 under a burst).  Redis itself takes 10,000 clients.
-        # (A BlockingConnectionPool waits instead, but costs ~20 us a command.)
         if not isinstance(cluster, bool):
             raise SessionOptionError(
                 f"RedisStore.from_url(cluster={cluster!r}): expected True (a Redis Cluster) "
                 "or False (one server)"
             )
-        if not cluster:
-            client_options.setdefault("max_connections", 10_000)
+        # redis-py's pool holds 100 connections by default and raises at the
+        # 101st concurrent command, which the store would take for an outage
+        # (every request 503 under a burst).  Redis itself takes 10,000 clients.
+        # (A BlockingConnectionPool waits instead, but costs ~20 us a command.)
+        # A cluster client has the same limit for each node.
+        client_options.setdefault("max_connections", 10_000)
         try:
             client_class = aioredis.RedisCluster if cluster else aioredis.Redis
             client = client_class.from_url(url, **client_options)
