@@ -39,6 +39,9 @@ from tests.nginx import Nginx, TornadoProcesses
 from tests.redis_cluster import RedisClusterCase
 from tests.redis_server import RedisServerCase
 
+#: A real cluster or nginx over processes: run once, on the default Python (scripts/test.sh).
+pytestmark = pytest.mark.topology
+
 
 class Visitor(User):
     """A user of the multi-process scenario, checking every answer as it comes."""

@@ -15,6 +15,7 @@ import os
 import signal
 from typing import Any
 
+import pytest
 import redis.asyncio
 import redis.cluster
 from tornado.testing import AsyncTestCase, ExpectLog, gen_test
@@ -25,6 +26,10 @@ from tests.test_redis_outage import Counter, Reader, Recorder
 from tornado_session.errors import SessionOptionError, StoreUnavailableError
 from tornado_session.stores import RedisStore
 from tornado_session.testing import StoreContract
+
+#: A real cluster or nginx over processes: run once, on the default Python (scripts/test.sh).
+pytestmark = pytest.mark.topology
+
 
 NS = "tornado_session:"
 

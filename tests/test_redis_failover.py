@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 import tornado.web
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 from tornado.testing import AsyncHTTPTestCase, ExpectLog, gen_test
@@ -26,6 +27,10 @@ from tests.load_users import report
 from tests.redis_cluster import RedisClusterCase
 from tornado_session import SessionMixin, SessionOptions
 from tornado_session.stores import RedisStore
+
+#: A real cluster or nginx over processes: run once, on the default Python (scripts/test.sh).
+pytestmark = pytest.mark.topology
+
 
 SECRET = "failover-secret-" + "f" * 40
 NS = "tornado_session:"
