@@ -362,7 +362,7 @@ class TestStartUp:
             self.build(encryption_keys={1: KEY_1})
         message = str(info.value)
         assert "encryption_keys is given" in message
-        assert 'pip install "tornado-session[crypto]"' in message
+        assert 'pip install "tornado-async-session[crypto]"' in message
 
     def test_the_keys_are_not_in_the_options_repr(self) -> None:
         options = SessionOptions(encryption_keys={1: KEY_1})

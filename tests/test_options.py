@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 import unittest
 from typing import Any
 
@@ -10,6 +11,7 @@ from tornado.testing import ExpectLog
 
 from tests.base import COOKIE_SECRET, CounterHandler, SessionTestCase
 from tornado_session import Session, SessionError, SessionMixin, SessionOptions
+from tornado_session import options as options_module
 from tornado_session.cookies import CookieCodec
 from tornado_session.errors import SessionOptionError
 from tornado_session.stores import MemoryStore
@@ -80,6 +82,14 @@ class TestOptionValidation(unittest.TestCase):
     def test_samesite_is_case_insensitive_and_canonical(self) -> None:
         self.assertEqual(SessionOptions(samesite="strict").samesite, "Strict")
         self.assertIsNone(SessionOptions(samesite=None).samesite)
+
+    def test_samesite_is_typed_with_the_three_values_browsers_know(self) -> None:
+        # mypy then refuses samesite="Loose" where the options are written; at run
+        # time any case is still accepted (above).
+        annotation = SessionOptions.__dataclass_fields__["samesite"].type
+        resolved = eval(annotation, vars(options_module))  # "SameSite | None"
+        self.assertEqual(typing.get_args(resolved),
+                         (typing.Literal["Strict", "Lax", "None"], type(None)))
 
     def test_touch_after_needs_rolling_and_must_be_shorter_than_max_age(self) -> None:
         with self.assertRaisesRegex(SessionOptionError, "touch_after=60.*rolling=True"):

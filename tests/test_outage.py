@@ -168,7 +168,7 @@ class TestProbe(AsyncTestCase):
         with self.assertLogs(__name__, "WARNING"):
             store._connection_lost(OSError("connection refused"))
         await store.pinging.wait()
-        store._mark_connected(reason="heartbeat")  # as PyMongo's heartbeat does
+        store.mark_connected(reason="heartbeat")  # as PyMongo's heartbeat does
         with self.assertNoLogs(__name__):
             store.answer.set()
             assert store._probe_task is not None
@@ -204,7 +204,7 @@ class TestProbe(AsyncTestCase):
             store._connection_lost(OSError("connection refused"))
         await store.pinging.wait()  # the ping is sent ...
         with self.assertLogs(__name__, "INFO"):
-            store._mark_connected(reason="heartbeat")  # ... the store comes back ...
+            store.mark_connected(reason="heartbeat")  # ... the store comes back ...
             store._connection_lost(OSError("connection reset"))  # ... and goes again
         store.pinging.clear()
         store.answer.set()  # the ping sent before that last loss is answered now,

@@ -11,6 +11,7 @@ import unittest
 from pathlib import Path
 from typing import Any
 
+from tornado_session import StoreUnavailableError
 from tornado_session.stores import Store
 from tornado_session.testing import StoreContract
 
@@ -127,3 +128,78 @@ class TestTheGuidesStore(unittest.TestCase):
 
         result = run(TestNoBulkClaimed, ["test_count_and_clear"])
         self.assertEqual(failed(result), {"test_count_and_clear"})
+
+
+class TestTheExtensionApi(unittest.IsolatedAsyncioTestCase):
+    """What a store of one's own uses to keep the connection state is public, and the guide
+    uses nothing else."""
+
+    PUBLIC = ("call_backend", "ping_backend", "translate_error", "mark_connected",
+              "mark_disconnected", "close")
+
+    def test_the_guide_uses_no_private_name_of_store(self) -> None:
+        text = GUIDE.read_text(encoding="utf-8")
+        used = set(re.findall(r"(?:self|super\(\))\._(?!_)(\w+)", text))
+        used |= set(re.findall(r"`_(?!_)(\w+)\(", text))
+        private_of_store = {name for name in used if hasattr(Store, "_" + name)}
+        self.assertEqual(private_of_store, set())
+        for name in self.PUBLIC:
+            with self.subTest(name=name):
+                self.assertIn(f"{name}(", text)
+                self.assertTrue(getattr(Store, name).__doc__)
+
+    async def test_a_store_built_on_the_public_methods_reports_loss_and_return(self) -> None:
+        class DriverDown(Exception):
+            pass
+
+        class Flaky(Store):
+            backend = "Flaky"
+            up = True
+
+            async def _command(self) -> str:
+                if not self.up:
+                    raise DriverDown("no route")
+                return "answer"
+
+            def translate_error(self, exc: Exception) -> Any:
+                if isinstance(exc, DriverDown):
+                    return StoreUnavailableError(f"Flaky cannot be reached: {exc}")
+                return super().translate_error(exc)
+
+            async def get(self, key: str) -> Any:
+                await self.call_backend(self._command)
+                return None
+
+            async def set(self, key: str, data: Any, max_age: float, **kwargs: Any) -> bool:
+                return True
+
+            async def destroy(self, key: str) -> bool:
+                return False
+
+        store = Flaky()
+        events: list[str] = []
+        store.on("disconnect", lambda event: events.append("disconnect"))
+        store.on("connect", lambda event: events.append("connect"))
+        store.up = False
+        with self.assertLogs("tests.test_store_contract", "WARNING"), \
+                self.assertRaisesRegex(StoreUnavailableError, "no route"):
+            await store.get("k")
+        self.assertFalse(store.connected)
+        store.up = True
+        with self.assertLogs("tests.test_store_contract", "INFO"):
+            await store.get("k")
+        self.assertEqual(events, ["disconnect", "connect"])
+        store.mark_disconnected(reason="heartbeat")  # a driver's own news
+        store.mark_disconnected(reason="heartbeat")  # no change: nothing more
+        store.mark_connected(reason="heartbeat")
+        self.assertEqual(events, ["disconnect", "connect", "disconnect", "connect"])
+        await store.close()
+        with self.assertRaisesRegex(StoreUnavailableError, "Flaky is closed"):
+            await store.get("k")
+
+    async def test_the_guides_store_refuses_calls_once_closed(self) -> None:
+        store = guide_module().SQLiteStore()
+        self.assertTrue(await store.set("k", {"a": 1}, 60))
+        await store.close()
+        with self.assertRaises(StoreUnavailableError):
+            await store.get("k")

@@ -5,6 +5,9 @@ from .mixin import SessionMixin
 from .options import SessionOptions
 from .session import Session
 
+#: This release's version; the package's metadata reads it from here.
+__version__ = "0.2.0"
+
 __all__ = [
     "Session",
     "SessionError",

@@ -47,7 +47,9 @@ from .errors import CookieTooLargeError, SessionOptionError
 MIN_KEY_BYTES = 32
 
 #: What the ``[crypto]`` extra installs; said by every error about a missing package.
-INSTALL_HINT = 'encryption needs the cryptography package: pip install "tornado-session[crypto]"'
+INSTALL_HINT = (
+    'encryption needs the cryptography package: pip install "tornado-async-session[crypto]"'
+)
 
 _NONCE_BYTES = 12
 _TAG_BYTES = 16

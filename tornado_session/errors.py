@@ -14,8 +14,10 @@ class SessionError(Exception):
 class SessionOptionError(SessionError, TypeError, ValueError):
     """A session option has a wrong name, type or value.
 
-    Raised at start-up, when `SessionOptions` is built (or when an application's
-    ``session`` setting is first read); the message names the option, the value
+    Raised when `SessionOptions` is built, or when an application's ``session``
+    setting (a dict) or ``cookie_secret`` is first read: by
+    ``SessionMixin.configure_application(app)`` at start-up, else by the first
+    request that needs the session.  The message names the option, the value
     given and what is accepted.  It is both a `TypeError` and a `ValueError` so
     that code written against either keeps working.
     """

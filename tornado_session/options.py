@@ -1,10 +1,13 @@
-"""SessionOptions: every setting of the session layer, checked at start-up.
+"""SessionOptions: every setting of the session layer, checked when built.
 
 The names and defaults follow koa-session and koa-generic-session, in seconds
 rather than milliseconds.  A wrong name, type or value raises
 `SessionOptionError` naming the option, the value given and what is accepted,
-when the options are built: at start-up, not on the first request that needs
-them.
+when the options are built: where ``SessionOptions(...)`` is called, not on the
+first request that needs them.  A dict given as the application's ``session``
+setting is built into options when the mixin first reads it (the first
+request), unless ``SessionMixin.configure_application(app)`` reads it at
+start-up: Tornado has no start-up hook that could.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._checks import check_seconds
 from .crypto import check_keys, check_package
@@ -28,8 +31,12 @@ if TYPE_CHECKING:
 #: options give none either, the server still forgets it after this many seconds.
 DEFAULT_SERVER_MAX_AGE = 86400.0
 
+#: The values of the cookie's ``SameSite`` attribute, as browsers spell them.
+#: `SessionOptions` accepts them in any case at run time and keeps this spelling.
+SameSite = Literal["Strict", "Lax", "None"]
+
 _COOKIE_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_SAMESITE = {"strict": "Strict", "lax": "Lax", "none": "None"}
+_SAMESITE: dict[str, SameSite] = {"strict": "Strict", "lax": "Lax", "none": "None"}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -47,7 +54,9 @@ class SessionOptions:
     ``await handler.load_session()``.  ``save_uninitialized``: give a new,
     empty session a cookie.  ``signed``: sign the cookie with the application's
     ``cookie_secret``.  ``httponly``/``secure``/``samesite``/``domain``/``path``:
-    cookie attributes (``secure=None`` follows the request's protocol).
+    cookie attributes (``secure=None`` follows the request's protocol;
+    ``samesite`` is ``"Strict"``, ``"Lax"``, ``"None"`` or `None`, typed as
+    `SameSite`; another case is accepted and kept in this spelling).
     ``prefix``: prepended to store keys.  ``genid(handler)``: makes session ids.
     ``valid(handler, data)``: return false to refuse a loaded session.
     ``before_save(handler, session)``: called before every save.
@@ -75,7 +84,7 @@ class SessionOptions:
     signed: bool = True
     httponly: bool = True
     secure: bool | None = None
-    samesite: str | None = "Lax"
+    samesite: SameSite | None = "Lax"
     domain: str | None = None
     path: str = "/"
     prefix: str = ""

@@ -349,7 +349,7 @@ class StoreContract(AsyncTestCase):
         self.assertEqual(await self.store.count(), 0)
         self.assertIsNone(await self.store.get("a1"))
 
-    @gen_test
+    @gen_test(timeout=30)  # 300 writes: the Mongo wire server takes seconds on a busy machine
     async def test_count_and_clear_walk_many_sessions(self) -> None:
         self.needs_bulk_operations()
         for i in range(300):

@@ -61,21 +61,25 @@ class Store(abc.ABC):
     `tornado_session.testing.StoreContract`, says in tests what each call must
     do; subclass it to test your own store.
 
-    The connection state lives here, once for every store.  A store that talks
-    to a server sends each request through `_call`, which bounds it by
-    ``timeout``, turns the driver's errors into ours (`_driver_error`, the one
-    hook a subclass overrides to name its driver's exceptions) and keeps the
-    state: a call that finds the server gone marks the store disconnected, and
-    the first answer after that marks it connected again, unless the call was
-    sent before the loss (its answer says nothing about the server now).  Each
-    change is logged once (a warning on loss, an info line on return) and
-    emitted as ``disconnect`` / ``connect``, wherever the news comes from:
-    `_mark_connected` and `_mark_disconnected` are its only two doors.
+    The connection state lives here, once for every store, and a store of your
+    own keeps it through the public methods below.  A store that talks
+    to a server sends each request through `call_backend`, which bounds it by
+    ``timeout``, turns the driver's errors into ours (`translate_error`, the
+    one method a subclass overrides to name its driver's exceptions) and keeps
+    the state: a call that finds the server gone marks the store
+    disconnected, and the first answer after that marks it connected again,
+    unless the call was sent before the loss (its answer says nothing about
+    the server now).  Each change is logged once (a warning on loss, an info
+    line on return) and emitted as ``disconnect`` / ``connect``, wherever the
+    news comes from: `mark_connected` and `mark_disconnected` are its only two
+    doors, and a store with news of its own (a driver's heartbeat) calls them.
 
-    A store whose server can come back on its own also implements `ping`:
-    while disconnected, the store pings (after 0.05 s, backing off to every
-    ``probe_interval`` seconds) until the server answers, so requests held
-    during an outage are released even when none of them reaches the server.
+    A store whose server can come back on its own also implements `ping`
+    (through `ping_backend`): while disconnected, the store pings (after
+    0.05 s, backing off to every ``probe_interval`` seconds) until the server
+    answers, so requests held during an outage are released even when none of
+    them reaches the server.  `close` stops that probe: an override releases
+    its own resources and calls ``await super().close()``.
     """
 
     #: The name of the backend in log lines and errors ("Redis", "MongoDB").
@@ -94,7 +98,7 @@ class Store(abc.ABC):
         self.clock = clock
         #: The longest pause, in seconds, between two pings of a server that went away.
         self.probe_interval = check_seconds(f"{name} option probe_interval", probe_interval)
-        #: Seconds a call through `_call` may take before it counts as an outage
+        #: Seconds a call through `call_backend` may take before it counts as an outage
         #: (``None``: only the driver's own time-outs apply).
         self.timeout = check_seconds(f"{name} option timeout", timeout, allow_none=True)
         self._connected = True
@@ -122,11 +126,14 @@ class Store(abc.ABC):
         """Whether the backend is believed reachable (last event was ``connect``)."""
         return self._connected
 
-    def _mark_connected(self, **detail: Any) -> None:
+    def mark_connected(self, **detail: Any) -> None:
         """Record that the backend answers again: on a change, log, emit ``connect``.
 
         Requests waiting in `wait_connected` are released at once.  ``detail``
-        goes into the event (``reason``: what said so).
+        goes into the event (``reason``: what said so).  `call_backend` and the
+        reconnect probe call it; a store calls it itself when it has news of
+        its own (a driver's heartbeat, `MemoryStore.open`).  Nothing happens
+        when the store is connected already.
         """
         if self._connected:
             return
@@ -138,10 +145,14 @@ class Store(abc.ABC):
                 waiter.set_result(None)
         self.events.emit("connect", {"key": type(self).__name__, "store": self, **detail})
 
-    def _mark_disconnected(self, **detail: Any) -> None:
+    def mark_disconnected(self, **detail: Any) -> None:
         """Record that the backend is gone: on a change, log, emit ``disconnect``.
 
-        ``detail`` goes into the event (``reason``, and ``error`` for a failed call).
+        ``detail`` goes into the event (``reason``, and ``error`` for a failed
+        call).  `call_backend` calls it for a call that finds the backend gone;
+        a store calls it itself when it has news of its own (a driver's
+        heartbeat, `MemoryStore.close`).  Nothing happens when the store is
+        disconnected already.
         """
         if not self._connected:
             return
@@ -182,24 +193,29 @@ class Store(abc.ABC):
     async def ping(self) -> None:
         """Ask the backend whether it answers; raise `StoreUnavailableError` if not.
 
-        Stores whose server can come back on its own override it (with
-        `_translated`); the probe that runs while the store is disconnected
-        calls it.  The default has no server to ask: such a store comes back
-        only by `_mark_connected` (as `MemoryStore.open` does).
+        Stores whose server can come back on its own override it, sending
+        their backend's cheapest command through `ping_backend`; the probe
+        that runs while the store is disconnected calls it.  The default has
+        no server to ask: such a store comes back only by `mark_connected` (as
+        `MemoryStore.open` does).
         """
         raise NotImplementedError
 
     # -- backend calls ----------------------------------------------------
 
-    async def _call(self, command: Callable[..., Awaitable[_T]], *args: Any, **kwargs: Any) -> _T:
-        """Run ``command(*args, **kwargs)`` against the backend, and keep the state.
+    async def call_backend(
+        self, command: Callable[..., Awaitable[_T]], *args: Any, **kwargs: Any
+    ) -> _T:
+        """Run ``await command(*args, **kwargs)`` against the backend, and keep the state.
 
-        Bounded by ``timeout``.  An error the backend raises comes out as ours
-        (see `_driver_error`); one meaning it cannot be reached also marks the
-        store disconnected (`_connection_lost`).  An answer marks a
+        Every request a store sends to its server goes through here.  Bounded
+        by ``timeout``.  An error the backend raises comes out as ours (see
+        `translate_error`); one meaning it cannot be reached also marks the
+        store disconnected and starts the reconnect probe.  An answer marks a
         disconnected store connected again, unless the backend was lost after
         the call was sent: that answer was read before the loss (another call
-        saw the server go first) and says nothing about the server now.
+        saw the server go first) and says nothing about the server now.  After
+        `close` it raises `StoreUnavailableError` without calling ``command``.
         """
         if self._closed:
             raise StoreUnavailableError(f"{type(self).__name__} is closed")
@@ -213,44 +229,47 @@ class Store(abc.ABC):
         except SessionError:
             raise
         except Exception as exc:
-            error = self._driver_error(exc)
+            error = self.translate_error(exc)
             if error is None:
                 raise
             if isinstance(error, StoreUnavailableError):
                 self._connection_lost(exc)
             raise error from exc
         if not self._connected and self._outages == outages:
-            self._mark_connected(reason="operation succeeded")
+            self.mark_connected(reason="operation succeeded")
         return result
 
-    async def _translated(
+    async def ping_backend(
         self, command: Callable[..., Awaitable[_T]], *args: Any, **kwargs: Any
     ) -> _T:
-        """Run ``command`` with the driver's errors turned into ours; the state is left alone.
+        """Run ``await command(*args, **kwargs)`` for `ping`: our errors, the state left alone.
 
-        For `ping`: the probe that calls it reports what the answer means.
+        Like `call_backend`, the driver's errors come out as ours
+        (`translate_error`), but the connection state is left alone: the
+        probe that calls `ping` reports what the answer means, and an answer
+        to a ping sent before a later loss must not report the backend back.
         """
         try:
             return await command(*args, **kwargs)
         except SessionError:
             raise
         except Exception as exc:
-            error = self._driver_error(exc)
+            error = self.translate_error(exc)
             if error is None:
                 raise
             raise error from exc
 
-    def _driver_error(self, exc: Exception) -> SessionError | None:
+    def translate_error(self, exc: Exception) -> SessionError | None:
         """Our error for ``exc``, raised by a backend call; subclasses add their driver's.
 
         Return a `StoreUnavailableError` when ``exc`` means the backend cannot
-        be reached (`_call` then reports the outage), another `SessionError`
+        be reached (`call_backend` then reports the outage), another `SessionError`
         for a call the backend refused, or ``None`` to let ``exc`` through
         unchanged (a bug is not the backend's answer).  The base knows one
         case, for every store: an `OSError` (a refused connection, a socket
         error, a time-out, the store's own ``timeout`` included) means the
         backend cannot be reached.  An override handles its driver's
-        exceptions and ends with ``return super()._driver_error(exc)``.
+        exceptions and ends with ``return super().translate_error(exc)``.
         """
         if isinstance(exc, TimeoutError):
             within = f" within {self.timeout} s" if self.timeout is not None else ""
@@ -261,7 +280,7 @@ class Store(abc.ABC):
 
     def _connection_lost(self, exc: BaseException) -> None:
         """A call failed for want of the backend: disconnected until it answers again."""
-        self._mark_disconnected(reason=type(exc).__name__, error=str(exc))
+        self.mark_disconnected(reason=type(exc).__name__, error=str(exc))
         self._start_probe()
 
     # -- the probe --------------------------------------------------------
@@ -287,22 +306,14 @@ class Store(abc.ABC):
             try:
                 await asyncio.wait_for(self.ping(), ping_timeout)
             except Exception as exc:  # anything but an answer: try again later
-                if not isinstance(exc, (SessionError, OSError)):  # ours: `_driver_error`'s
+                if not isinstance(exc, (SessionError, OSError)):  # ours: `translate_error`'s
                     self._log.warning("the %s probe failed unexpectedly: %r", self.backend, exc)
                 delay = min(delay * 2, self.probe_interval)
                 continue
             # Another signal (a heartbeat) may have said so already; and an
-            # answer from before a later loss is stale, like `_call`'s.
+            # answer from before a later loss is stale, like `call_backend`'s.
             if not self._connected and self._outages == outages:
-                self._mark_connected(reason="probe")
-
-    async def _stop_probe(self) -> None:
-        """Mark the store closed and cancel the probe (for `close`): nothing is left running."""
-        self._closed = True
-        probe, self._probe_task = self._probe_task, None
-        if probe is not None and not probe.done():
-            probe.cancel()
-            await asyncio.gather(probe, return_exceptions=True)
+                self.mark_connected(reason="probe")
 
     # -- the protocol -----------------------------------------------------
     #
@@ -373,7 +384,18 @@ class Store(abc.ABC):
         """
 
     async def close(self) -> None:
-        """Release the backend's resources (a client this store created)."""
+        """Close the store: later `call_backend` calls raise `StoreUnavailableError`.
+
+        The base marks the store closed and cancels the reconnect probe, so
+        nothing is left running.  A store that holds resources (a client it
+        created, a file) overrides it to release them, and calls ``await
+        super().close()``.  Call it when the application shuts down.
+        """
+        self._closed = True
+        probe, self._probe_task = self._probe_task, None
+        if probe is not None and not probe.done():
+            probe.cancel()
+            await asyncio.gather(probe, return_exceptions=True)
 
     async def destroy_all(self, **match: Any) -> int:
         """Destroy every session whose data has these top-level values.

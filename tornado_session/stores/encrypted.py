@@ -244,9 +244,10 @@ class EncryptedStore(Store):
         await self.store.clear()
 
     async def close(self) -> None:
-        """Close the wrapped store."""
+        """Close the wrapped store, and this one."""
         self._opened.clear()
         await self.store.close()
+        await super().close()
 
     # -- sealing --------------------------------------------------------------------
 

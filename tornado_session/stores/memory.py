@@ -206,12 +206,17 @@ class MemoryStore(Store):
         self._protected.clear()
 
     async def close(self) -> None:
-        """Take the store down: calls fail with `StoreUnavailableError`."""
-        self._mark_disconnected(reason="closed")
+        """Take the store down: calls fail with `StoreUnavailableError`.
+
+        Unlike other stores, a closed `MemoryStore` can be opened again (it
+        has no probe to stop and nothing to release), so this does not call
+        `Store.close`.
+        """
+        self.mark_disconnected(reason="closed")
 
     async def open(self) -> None:
         """Bring a closed store back (data kept) and emit ``connect``."""
-        self._mark_connected(reason="opened")
+        self.mark_connected(reason="opened")
 
     # -- internals --------------------------------------------------------
 

@@ -37,8 +37,8 @@ store emits ``disconnect`` as soon as no writable server is left and
 notices: a driver connection error marks it disconnected, and a ``ping`` sent
 every ``probe_interval`` seconds marks it connected again.  Either way driver
 errors surface as `StoreUnavailableError`, which the lifecycle turns into 503,
-and each change is logged once, whichever signal brought it (`Store._call`
-keeps the state, as for every store).
+and each change is logged once, whichever signal brought it
+(`Store.call_backend` keeps the state, as for every store).
 
 PyMongo is imported with this module, but not by ``import tornado_session``;
 without it, building a `MongoStore` fails with the extra to install.
@@ -65,7 +65,7 @@ from ..errors import (
 )
 from .base import Clock, Store
 
-_INSTALL_HINT = 'MongoStore needs PyMongo: pip install "tornado-session[mongo]"'
+_INSTALL_HINT = 'MongoStore needs PyMongo: pip install "tornado-async-session[mongo]"'
 
 try:
     import bson
@@ -326,7 +326,9 @@ class MongoStore(Store):
         """
         self._open()
         try:
-            await self._call(self.collection.create_index, [("expires", 1)], expireAfterSeconds=0)
+            await self.call_backend(
+                self.collection.create_index, [("expires", 1)], expireAfterSeconds=0
+            )
         except SessionError as exc:
             cause = exc.__cause__
             if not isinstance(cause, OperationFailure) or cause.code not in _INDEX_CONFLICTS:
@@ -358,7 +360,7 @@ class MongoStore(Store):
     async def get(self, key: str) -> dict[str, Any] | None:
         """Return the live data under ``key``, or ``None`` (expired reads as ``None``)."""
         await self._ensure_ready()
-        document = await self._call(
+        document = await self.call_backend(
             self.collection.find_one,
             {"_id": self.namespace + key, "expires": {"$gt": self._now()}},
             {"data": 1, "_id": 0},
@@ -398,7 +400,9 @@ class MongoStore(Store):
         if previous is None:
             name = self.namespace + key
             document = {"_id": name, "data": _escape(dict(data)), "expires": expires}
-            await self._call(self.collection.replace_one, {"_id": name}, document, upsert=True)
+            await self.call_backend(
+                self.collection.replace_one, {"_id": name}, document, upsert=True
+            )
             return True
         to_set, to_unset = serializers.changed_keys(previous, data)
         update: dict[str, Any] = {
@@ -428,7 +432,7 @@ class MongoStore(Store):
         already), so that the answer says whether the session was alive.
         """
         await self._ensure_ready()
-        result = await self._call(
+        result = await self.call_backend(
             self.collection.delete_one,
             {"_id": self.namespace + key, "expires": {"$gt": self._now()}},
         )
@@ -452,13 +456,13 @@ class MongoStore(Store):
             query[field] = {"$exists": True, "$eq": value}
             if not isinstance(value, list):
                 query[field]["$not"] = {"$type": "array"}
-        result = await self._call(self.collection.delete_many, query)
+        result = await self.call_backend(self.collection.delete_many, query)
         return int(result.deleted_count)
 
     async def count(self) -> int:
         """Return how many live sessions the store (its namespace) holds."""
         await self._ensure_ready()
-        found = await self._call(
+        found = await self.call_backend(
             self.collection.count_documents, {**self._scope, "expires": {"$gt": self._now()}}
         )
         return int(found)
@@ -466,19 +470,19 @@ class MongoStore(Store):
     async def clear(self) -> None:
         """Delete every session of the store (its namespace; the whole collection for ``""``)."""
         await self._ensure_ready()
-        await self._call(self.collection.delete_many, dict(self._scope))
+        await self.call_backend(self.collection.delete_many, dict(self._scope))
 
     async def ping(self) -> None:
         """Send ``ping``; `StoreUnavailableError` when MongoDB does not answer."""
         if self.collection is None:
             self._open()
-        await self._translated(self.collection.database.command, "ping")
+        await self.ping_backend(self.collection.database.command, "ping")
 
     async def close(self) -> None:
         """Stop probing, and close the client if `from_uri` created it."""
         if self.monitor is not None:
             self.monitor.detach(self)
-        await self._stop_probe()
+        await super().close()
         self._deferred = None
         if self._owns_client and self.client is not None:
             self._owns_client = False
@@ -498,13 +502,13 @@ class MongoStore(Store):
 
     async def _update(self, key: str, update: dict[str, Any]) -> bool:
         """Update the live record under ``key`` (no upsert); whether one was there."""
-        result = await self._call(
+        result = await self.call_backend(
             self.collection.update_one,
             {"_id": self.namespace + key, "expires": {"$gt": self._now()}}, update,
         )
         return bool(result.matched_count)
 
-    def _driver_error(self, exc: Exception) -> SessionError | None:
+    def translate_error(self, exc: Exception) -> SessionError | None:
         """PyMongo's connection failures and time-outs are outages; BSON's limits are ours."""
         if isinstance(exc, ConnectionFailure) or (isinstance(exc, PyMongoError) and exc.timeout):
             return StoreUnavailableError(f"MongoDB cannot be reached: {exc}")
@@ -512,7 +516,7 @@ class MongoStore(Store):
             return SessionSerializationError(f"session data cannot be stored in MongoDB: {exc}")
         if isinstance(exc, PyMongoError):
             return SessionError(f"MongoDB refused the operation: {exc}")
-        return super()._driver_error(exc)
+        return super().translate_error(exc)
 
     def _from_monitor(self, up: bool, reason: str) -> None:
         """News from the `ConnectionMonitor`, possibly on one of PyMongo's threads."""
@@ -534,9 +538,9 @@ class MongoStore(Store):
         if self._closed:
             return
         if up:
-            self._mark_connected(reason=reason)
+            self.mark_connected(reason=reason)
         else:
-            self._mark_disconnected(reason=reason)
+            self.mark_disconnected(reason=reason)
 
 
 #: `MongoStore.from_uri`'s default ``serverSelectionTimeoutMS`` (PyMongo's is 30 s).

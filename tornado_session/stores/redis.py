@@ -84,7 +84,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_INSTALL_HINT = 'RedisStore needs the redis package: pip install "tornado-session[redis]"'
+_INSTALL_HINT = 'RedisStore needs the redis package: pip install "tornado-async-session[redis]"'
 
 #: Update one session string.  KEYS[1]: the key.  ARGV: the TTL in ms, the
 #: bytes the request loaded, the bytes to write, then the request's changes:
@@ -238,7 +238,7 @@ class RedisStore(Store):
     connection error or a time-out emits ``disconnect`` and raises
     `StoreUnavailableError`; the first command sent after it that succeeds
     emits ``connect`` (an answer to one sent before the loss does not: see
-    `Store._call`).  Each change is logged once.  While disconnected, a
+    `Store.call_backend`).  Each change is logged once.  While disconnected, a
     background task sends ``PING`` (after 0.05 s, then backing off to every
     ``probe_interval`` seconds), so the return of the server is noticed even
     when no request comes in, and the requests the lifecycle holds during an
@@ -288,7 +288,7 @@ class RedisStore(Store):
         self.client = client
         self.namespace = namespace
         self._owns_client = False
-        # The driver's exceptions, for `_driver_error` (redis is imported with the store).
+        # The driver's exceptions, for `translate_error` (redis is imported with the store).
         self._unavailable: tuple[type[Exception], ...] = (
             exceptions.ConnectionError,
             exceptions.TimeoutError,
@@ -366,7 +366,7 @@ class RedisStore(Store):
         a warning, so it becomes a fresh session rather than an error page.
         """
         try:
-            raw: bytes | None = await self._call(self.client.get, self.namespace + key)
+            raw: bytes | None = await self.call_backend(self.client.get, self.namespace + key)
         except SessionError as exc:
             if not self._wrong_type(exc):
                 raise
@@ -395,11 +395,11 @@ class RedisStore(Store):
         ttl = _ttl_ms(max_age)
         raw = serializers.raw_json(data)  # a value that is not JSON: raises naming its key
         if previous is None:
-            await self._call(self.client.set, name, raw, px=ttl)
+            await self.call_backend(self.client.set, name, raw, px=ttl)
             return True
         loaded = serializers.raw_json(previous)
         if raw == loaded:
-            return bool(await self._call(self.client.pexpire, name, ttl))
+            return bool(await self.call_backend(self.client.pexpire, name, ttl))
         to_set, to_unset = serializers.changed_keys(previous, data)
         changes = self._changes(to_set, to_unset)
         # The script answers a record it cannot split (JSON from another writer)
@@ -420,11 +420,12 @@ class RedisStore(Store):
 
     async def touch(self, key: str, max_age: float) -> bool:
         """Renew the TTL of a live record (one ``PEXPIRE``); ``False`` when there is none."""
-        return bool(await self._call(self.client.pexpire, self.namespace + key, _ttl_ms(max_age)))
+        name = self.namespace + key
+        return bool(await self.call_backend(self.client.pexpire, name, _ttl_ms(max_age)))
 
     async def destroy(self, key: str) -> bool:
         """Delete the record under ``key`` (one ``DEL``); whether a live one was there."""
-        return bool(await self._call(self.client.delete, self.namespace + key))
+        return bool(await self.call_backend(self.client.delete, self.namespace + key))
 
     async def destroy_all(self, **match: Any) -> int:
         """Destroy every session whose data has these top-level values.
@@ -435,13 +436,13 @@ class RedisStore(Store):
         """
         destroyed = 0
         async for batch in self._scan("string"):
-            values: list[bytes | None] = await self._call(self.client.mget, batch)
+            values: list[bytes | None] = await self.call_backend(self.client.mget, batch)
             doomed = [
                 name for name, raw in zip(batch, values, strict=True)
                 if raw is not None and self._matches(raw, match)
             ]
             if doomed:
-                destroyed += await self._call(self.client.unlink, *doomed)
+                destroyed += await self.call_backend(self.client.unlink, *doomed)
         return destroyed
 
     async def count(self) -> int:
@@ -458,11 +459,11 @@ class RedisStore(Store):
         left alone.
         """
         async for batch in self._scan():
-            await self._call(self.client.unlink, *batch)
+            await self.call_backend(self.client.unlink, *batch)
 
     async def ping(self) -> None:
         """Send ``PING``; `StoreUnavailableError` when Redis does not answer."""
-        await self._translated(self.client.ping)
+        await self.ping_backend(self.client.ping)
 
     async def close(self) -> None:
         """Stop the reconnect probe and close the client if the store made it.
@@ -470,20 +471,20 @@ class RedisStore(Store):
         A client passed to the constructor stays open: it is yours.  Calls
         after `close` raise `StoreUnavailableError`.
         """
-        await self._stop_probe()
+        await super().close()
         if self._owns_client:
             self._owns_client = False
             await self.client.aclose()
 
     # -- internals --------------------------------------------------------------
 
-    def _driver_error(self, exc: Exception) -> SessionError | None:
+    def translate_error(self, exc: Exception) -> SessionError | None:
         """redis-py's connection errors and time-outs are outages; other errors refusals."""
         if isinstance(exc, self._unavailable):
             return StoreUnavailableError(f"Redis cannot be reached: {exc}")
         if isinstance(exc, self._redis_error):
             return SessionError(f"Redis refused a RedisStore command: {exc}")
-        return super()._driver_error(exc)
+        return super().translate_error(exc)
 
     @staticmethod
     def _wrong_type(exc: SessionError) -> bool:
@@ -523,13 +524,13 @@ class RedisStore(Store):
         args = (_UPDATE_SHA, 1, name, ttl, loaded, raw, *changes)
         try:
             try:
-                answer: int | bytes = await self._call(self.client.evalsha, *args)
+                answer: int | bytes = await self.call_backend(self.client.evalsha, *args)
             except SessionError as exc:
                 if not isinstance(exc.__cause__, self._no_script):
                     raise
                 # First use on this server, or it restarted and forgot the script.
-                await self._call(self.client.script_load, _UPDATE_SCRIPT)
-                answer = await self._call(self.client.evalsha, *args)
+                await self.call_backend(self.client.script_load, _UPDATE_SCRIPT)
+                answer = await self.call_backend(self.client.evalsha, *args)
         except SessionError as exc:
             if not self._wrong_type(exc):
                 raise
@@ -562,7 +563,7 @@ class RedisStore(Store):
         """Yield the keys under the namespace (of type ``kind``), a ``SCAN`` page at a time."""
         cursor = 0
         while True:
-            cursor, keys = await self._call(
+            cursor, keys = await self.call_backend(
                 self.client.scan, cursor, self._pattern, 500, kind
             )
             if keys:
