@@ -64,6 +64,16 @@ _MEMORY = 4096
 _NONE: Ready[Any] = Ready(None)
 
 
+def _merged(current: bytes, previous: Mapping[str, Any], data: Mapping[str, Any]) -> bytes:
+    """The canonical JSON of ``current`` with the changes from ``previous`` to ``data``."""
+    to_set, to_unset = serializers.changed_keys(previous, data)
+    merged: dict[str, Any] = serializers.loads(current)
+    merged.update(to_set)
+    for name in to_unset:
+        merged.pop(name, None)
+    return serializers.dumps(merged)
+
+
 class _Opened:
     """A record as read: its plaintext, the store's record, where each key is, what is stale."""
 
@@ -193,22 +203,33 @@ class EncryptedStore(Store):
         compare-and-set and key-by-key merge then apply to sealed fields.
         """
         raw = serializers.raw_json(data)  # first: a value that is not JSON names its key
+        record: Mapping[str, Any]
         if previous is None:
-            self._opened.pop(key, None)
-            return await self.store.set(key, self._seal_all(key, data), max_age)
-        opened = self._opened.pop(key, None)
-        if opened is None or opened.raw != serializers.raw_json(previous):
-            current = await self.store.get(key)
-            if current is None:
-                return False
-            opened = self._open_fields(key, current)
-            if opened is None:
-                return False
-        if raw == opened.raw and not opened.stale and not opened.dropped:
-            record: Mapping[str, Any] = opened.sealed  # nothing to seal: the expiry is renewed
+            record, fields = self._seal_all(key, data)
+            written = await self.store.set(key, record, max_age)
         else:
-            record = self._sealed_changes(key, opened, previous, data)
-        return await self.store.set(key, record, max_age, previous=opened.sealed)
+            loaded = serializers.raw_json(previous)
+            opened = self._opened.get(key)
+            if opened is None or opened.raw != loaded:
+                current = await self.store.get(key)
+                opened = None if current is None else self._open_fields(key, current)
+                if opened is None:
+                    self._opened.pop(key, None)
+                    return False
+            if raw == opened.raw and not opened.stale and not opened.dropped:
+                record, fields = opened.sealed, opened.fields  # nothing to seal: expiry renewed
+            else:
+                record, fields = self._sealed_changes(key, opened, previous, data)
+            if opened.raw != loaded:  # another write since the load: the merge is the record
+                raw = _merged(opened.raw, previous, data)
+            written = await self.store.set(key, record, max_age, previous=opened.sealed)
+        if written:
+            # What was written, as the next read will most likely find it (`_open_record`
+            # compares it with the record read: a merge with yet another write shows there).
+            self._remember(key, _Opened(raw, record, fields, [], []))
+        else:
+            self._opened.pop(key, None)
+        return written
 
     def touch(self, key: str, max_age: float) -> Awaitable[bool]:
         """Extend the record's expiry (the wrapped store's `touch`: nothing is decrypted)."""
@@ -271,29 +292,27 @@ class EncryptedStore(Store):
         )
         return base64.b64encode(token).decode("ascii")
 
-    def _seal_all(self, key: str, data: Mapping[str, Any]) -> dict[str, Any]:
-        """The whole record for ``data``: every key sealed but the readable ones."""
+    def _seal_all(
+        self, key: str, data: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """The whole record for ``data`` (every key sealed but the readable ones), its fields."""
         record: dict[str, Any] = {}
-        readable = self.readable
+        fields: dict[str, str] = {}
         for name, value in data.items():
-            if name in readable:
-                record[name] = value
-            else:
-                field = self.field_id(name)
-                record[field] = self._seal(key, field, name, value)
-        return record
+            self._put(record, key, fields, name, value)
+        return record, fields
 
     def _sealed_changes(
         self, key: str, opened: _Opened, previous: Mapping[str, Any], data: Mapping[str, Any]
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], dict[str, str]]:
         """The record as read, with this request's changes (and stale fields) sealed anew."""
         to_set, to_unset = serializers.changed_keys(previous, data)
         record = dict(opened.sealed)
-        fields = opened.fields
+        fields = dict(opened.fields)
         for field in opened.dropped:
             record.pop(field, None)
         for name in to_unset:
-            record.pop(fields.get(name) or self.field_id(name), None)
+            record.pop(fields.pop(name, "") or self.field_id(name), None)
         if opened.stale:  # under an older key: the value read is sealed again
             current: dict[str, Any] = serializers.loads(opened.raw)
             for name in opened.stale:
@@ -301,16 +320,17 @@ class EncryptedStore(Store):
                     self._put(record, key, fields, name, current[name])
         for name, value in to_set.items():
             self._put(record, key, fields, name, value)
-        return record
+        return record, fields
 
     def _put(
-        self, record: dict[str, Any], key: str, fields: Mapping[str, str], name: str, value: Any
+        self, record: dict[str, Any], key: str, fields: dict[str, str], name: str, value: Any
     ) -> None:
         """Write ``name`` into ``record``: in clear if readable, else sealed under its id."""
         field = self.field_id(name)
         old = fields.get(name)
         if old is not None and old != field:
-            del record[old]
+            record.pop(old, None)
+        fields[name] = field
         record[field] = value if field == name else self._seal(key, field, name, value)
 
     # -- opening --------------------------------------------------------------------
@@ -318,17 +338,32 @@ class EncryptedStore(Store):
     def _open_record(
         self, key: str, sealed: Mapping[str, Any] | None
     ) -> serializers.Loaded | None:
-        """Decrypt a record the wrapped store answered, remembering it for the update."""
+        """Decrypt a record the wrapped store answered, remembering it for the update.
+
+        A record read (or written) before and unchanged since is not
+        decrypted again: the fields are compared with the remembered ones,
+        which costs far less than opening each.
+        """
         if sealed is None:
             return None
+        known = self._opened.get(key)
+        if known is not None and known.sealed == sealed:
+            return serializers.Loaded.decode(known.raw)
         opened = self._open_fields(key, sealed)
         if opened is None:
+            self._opened.pop(key, None)
             return None
+        self._remember(key, opened)
+        return serializers.Loaded.decode(opened.raw)
+
+    def _remember(self, key: str, opened: _Opened) -> None:
+        """Keep ``opened`` as the record under ``key`` (the oldest goes past `_MEMORY`)."""
         memory = self._opened
-        if len(memory) >= _MEMORY and key not in memory:
+        if key in memory:
+            del memory[key]  # to the recent end
+        elif len(memory) >= _MEMORY:
             del memory[next(iter(memory))]
         memory[key] = opened
-        return serializers.Loaded.decode(opened.raw)
 
     def _open_fields(self, key: str, sealed: Mapping[str, Any]) -> _Opened | None:
         """The plaintext of every field, or ``None`` (and a warning) if one does not open.
