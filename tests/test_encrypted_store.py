@@ -311,6 +311,21 @@ class TestKeysAndTampering(AsyncTestCase):
         self.assertFalse(await other.set("k", {"a": 3, "b": 2}, 60, previous={"a": 2, "b": 2}))
 
 
+class TestOneStoreCallPerUpdate(AsyncTestCase):
+    @gen_test
+    async def test_two_requests_of_one_session_update_with_no_second_read(self) -> None:
+        inner = CountingStore()
+        store = encrypted(inner)
+        await store.set("k", {"a": 0, "b": 0}, 60)
+        loaded = await store.get("k")
+        assert loaded is not None
+        first, second = (serializers.Loaded.decode(loaded.raw) for _ in range(2))
+        self.assertTrue(await store.set("k", {"a": 1, "b": 0}, 60, previous=first))
+        self.assertTrue(await store.set("k", {"a": 0, "b": 1}, 60, previous=second))
+        self.assertEqual(inner.calls["get"], 1)  # the load only: each update is one set
+        self.assertEqual(await store.get("k"), {"a": 1, "b": 1})
+
+
 class TestConstruction:
     @pytest.mark.parametrize(
         ("kwargs", "says"),

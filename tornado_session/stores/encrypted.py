@@ -74,6 +74,15 @@ def _merged(current: bytes, previous: Mapping[str, Any], data: Mapping[str, Any]
     return serializers.dumps(merged)
 
 
+def _keep(memory: dict[Any, _Opened], key: Any, opened: _Opened) -> None:
+    """``memory[key] = opened``, at the recent end; the oldest entry goes past `_MEMORY`."""
+    if key in memory:
+        del memory[key]
+    elif len(memory) >= _MEMORY:
+        del memory[next(iter(memory))]
+    memory[key] = opened
+
+
 class _Opened:
     """A record as read: its plaintext, the store's record, where each key is, what is stale."""
 
@@ -145,7 +154,11 @@ class EncryptedStore(Store):
         )
         self._id_prefix = f"{FIELD_MARK}{newest}."
         self._ids: dict[str, str] = {}
+        #: The record last read or written under each key (a read compares with it).
         self._opened: dict[str, _Opened] = {}
+        #: The records read or written, by key and plaintext: an update finds the sealed
+        #: record its request loaded even when another request of the session wrote since.
+        self._versions: dict[tuple[str, bytes], _Opened] = {}
 
     # -- connection state: the wrapped store's ---------------------------------
 
@@ -209,8 +222,8 @@ class EncryptedStore(Store):
             written = await self.store.set(key, record, max_age)
         else:
             loaded = serializers.raw_json(previous)
-            opened = self._opened.get(key)
-            if opened is None or opened.raw != loaded:
+            opened = self._versions.get((key, loaded))
+            if opened is None:
                 current = await self.store.get(key)
                 opened = None if current is None else self._open_fields(key, current)
                 if opened is None:
@@ -253,6 +266,7 @@ class EncryptedStore(Store):
                 f"name it in EncryptedStore(readable=...) to match sessions by it"
             )
         self._opened.clear()
+        self._versions.clear()
         return await self.store.destroy_all(**match)
 
     async def count(self) -> int:
@@ -262,11 +276,13 @@ class EncryptedStore(Store):
     async def clear(self) -> None:
         """Delete every session of the wrapped store."""
         self._opened.clear()
+        self._versions.clear()
         await self.store.clear()
 
     async def close(self) -> None:
         """Close the wrapped store, and this one."""
         self._opened.clear()
+        self._versions.clear()
         await self.store.close()
         await super().close()
 
@@ -357,13 +373,9 @@ class EncryptedStore(Store):
         return serializers.Loaded.decode(opened.raw)
 
     def _remember(self, key: str, opened: _Opened) -> None:
-        """Keep ``opened`` as the record under ``key`` (the oldest goes past `_MEMORY`)."""
-        memory = self._opened
-        if key in memory:
-            del memory[key]  # to the recent end
-        elif len(memory) >= _MEMORY:
-            del memory[next(iter(memory))]
-        memory[key] = opened
+        """Keep ``opened`` as the record under ``key`` (the oldest go past `_MEMORY`)."""
+        _keep(self._opened, key, opened)
+        _keep(self._versions, (key, opened.raw), opened)
 
     def _open_fields(self, key: str, sealed: Mapping[str, Any]) -> _Opened | None:
         """The plaintext of every field, or ``None`` (and a warning) if one does not open.
