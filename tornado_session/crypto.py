@@ -216,12 +216,21 @@ class EncryptedCookieCodec:
     __slots__ = ("_associated", "_keys", "_signed", "name")
 
     def __init__(
-        self, name: str, keys: Mapping[int, str | bytes], *, signed: Any = None
+        self, name: str, keys: Mapping[int, str | bytes] | Keyring, *, signed: Any = None
     ) -> None:
         self.name = name
-        self._keys = Keyring(keys, purpose=b"cookie")
+        self._keys = keys if isinstance(keys, Keyring) else Keyring(keys, purpose=b"cookie")
         self._signed = signed
         self._associated = b"tornado-session cookie\0" + name.encode("utf-8") + b"\0"
+
+    def renamed(self, name: str) -> EncryptedCookieCodec:
+        """A codec for the cookie ``name`` (the flash cookie), encrypting as this one does.
+
+        The name is authenticated, so a value made for one cookie never opens
+        as the other's; the key ring (and its nonce counter) is shared.
+        """
+        signed = self._signed.renamed(name) if self._signed is not None else None
+        return EncryptedCookieCodec(name, self._keys, signed=signed)
 
     def dumps(self, payload: dict[str, Any]) -> str:
         """Return the encrypted cookie value for ``payload`` (which must hold ``"e"``).

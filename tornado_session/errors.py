@@ -37,9 +37,25 @@ class StoreUnavailableError(SessionError):
 class SessionNotLoadedError(SessionError):
     """``handler.session`` was touched before the session was loaded.
 
-    With ``lazy=True`` a handler must ``await self.load_session()`` before it
-    reads or writes ``self.session``.
+    With lazy loading (``lazy=True``, or the handler's ``session_lazy = True``)
+    a handler must ``await self.load_session()`` before it reads or writes
+    ``self.session``.  Otherwise ``SessionMixin.prepare()`` loads it: a
+    handler's own ``prepare()`` must ``await super().prepare()`` before it uses
+    the session.  The message names the handler and what to change.
     """
+
+
+class SessionConflictError(SessionError):
+    """A parallel request changed keys this request changed too (``on_conflict="fail"``).
+
+    The store wrote nothing of this request; `SessionMixin` answers it with
+    ``409 Conflict``.  The message and `keys` name the keys, never their values.
+    """
+
+    def __init__(self, message: str, keys: tuple[str, ...]) -> None:
+        super().__init__(message)
+        #: The session keys whose stored value changed after this request loaded them.
+        self.keys = keys
 
 
 class SessionSerializationError(SessionError, TypeError):

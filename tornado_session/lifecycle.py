@@ -32,6 +32,7 @@ from __future__ import annotations
 import enum
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
@@ -40,14 +41,21 @@ import orjson
 
 from . import serializers
 from .config import MAX_ID_LENGTH, CookiePayload, SessionConfig
-from .errors import SessionError, StoreUnavailableError
+from .errors import SessionConflictError, SessionError, StoreUnavailableError
 from .options import SessionOptions
 from .session import Session
-from .stores.base import Ready, Store
+from .stores.base import Ready, Store, Written
 
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+
+#: The event each store call is reported with, to whoever listens on ``options.events``
+#: (`SessionContext.call_store`).
+STORE_EVENT = "session:store"
+
+#: The ``operation`` of a store call's event, by the name of the store method.
+_OPERATIONS = {"get": "load", "set": "save", "touch": "touch", "destroy": "destroy"}
 
 #: How many values of the session cookie one request may make us check: a browser
 #: sends one or two; a request with more is not given a signature check (and a
@@ -223,6 +231,15 @@ def _past_absolute_lifetime(payload: CookiePayload, options: SessionOptions, now
     return limit is not None and payload.created is not None and payload.created + limit <= now
 
 
+def _outcome(result: Any) -> str:
+    """The ``outcome`` of a store call that answered ``result`` (`SessionContext.call_store`)."""
+    if result is None or result is False:
+        return "miss"
+    if type(result) is Written and not result.written:
+        return "conflict" if result.conflicts else "miss"
+    return "ok"
+
+
 class _MustWait:
     """Awaited by `SessionContext.call_store` before its first real wait under `run_now`."""
 
@@ -250,6 +267,19 @@ class _Rest(Awaitable[_T]):
         return self._coroutine.__await__()
 
 
+class _Stopwatch:
+    """When an observed store call started (`SessionContext._observed_call`)."""
+
+    __slots__ = ("started",)
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    def restart(self) -> None:
+        """Start again from now: what went before was not the store's time."""
+        self.started = time.perf_counter()
+
+
 class SessionContext:
     """The session of one request, from load to commit: the one owner of its state.
 
@@ -259,8 +289,8 @@ class SessionContext:
     """
 
     __slots__ = ("_running_now", "committed", "config", "cookie_line", "cookie_values",
-                 "finishing", "handler", "name", "outage", "session", "state", "stopped",
-                 "store_key", "touched")
+                 "finishing", "flashes", "handler", "name", "outage", "session", "state",
+                 "stopped", "store_key", "touched")
 
     def __init__(
         self, config: SessionConfig, cookie_values: Sequence[str] = (), *, handler: Any = None,
@@ -288,6 +318,8 @@ class SessionContext:
         self.finishing: Any = None
         #: The ``Set-Cookie`` line sent for the session, if any (a second one replaces it).
         self.cookie_line: str | None = None
+        #: The request's flash messages, once it uses them (a `tornado_session.flash.Flashes`).
+        self.flashes: Any = None
         self._running_now = False
 
     # -- load ----------------------------------------------------------------
@@ -465,6 +497,7 @@ class SessionContext:
         options = self.config.options
         now = options.clock()
         lifetime = self._lifetime(now)
+        written: bool | Written
         if decision.action is Action.TOUCH:
             assert self.store_key is not None
             written = await self.call_store(store.touch, self.store_key, lifetime)
@@ -472,16 +505,21 @@ class SessionContext:
             written = await self._retire_first() if state.retired_key else True
             if written:
                 previous: serializers.Loaded | None = None
+                ops = None
                 if session.id is None:  # new or regenerated: a record of its own
                     session_id = self._new_id()
                     session._assign_id(session_id)
                     self.store_key = self.config.store_key(session_id)
                 else:
                     previous = session.loaded_data()
+                    ops = session.pending_ops(previous)
                 assert self.store_key is not None
                 written = await self.call_store(
-                    store.set, self.store_key, session.staged_data(), lifetime, previous=previous
+                    store.set, self.store_key, session.staged_data(), lifetime,
+                    previous=previous, ops=ops, on_conflict=options.on_conflict,
                 )
+                if type(written) is Written:
+                    self._met_parallel_writes(written)
         if not written:
             state.cookie_sent = True
             decision = Decision(Action.DESTROY, "destroyed by a concurrent request",
@@ -490,6 +528,32 @@ class SessionContext:
             state.written_at = now
             state.expires = round(now + lifetime, 3)
         return self.complete(decision)
+
+    def _met_parallel_writes(self, written: Written) -> None:
+        """Report the keys in conflict, and take the values the store computed.
+
+        ``session:conflict`` names the keys, never their values (they may be
+        private).  With ``on_conflict="fail"`` nothing was written: the
+        request fails with `SessionConflictError` (409 from the mixin).
+        """
+        options = self.config.options
+        session = self.session
+        assert session is not None
+        if written.conflicts:
+            options.events.emit("session:conflict", {
+                "key": options.key, "names": list(written.conflicts),
+                "on_conflict": options.on_conflict, "written": written.written,
+                "handler": self.handler,
+            })
+        if not written.written and written.conflicts:
+            session._unstage()
+            names = ", ".join(map(repr, written.conflicts))
+            raise SessionConflictError(
+                f"a parallel request of this session changed {names} after this one loaded "
+                "it; nothing was written (on_conflict='fail')", written.conflicts,
+            )
+        if written.values:
+            session._adopt(written.values)
 
     async def _retire_first(self) -> bool:
         """Delete the record a regeneration (or destroy) retired, before the new one is written.
@@ -598,16 +662,29 @@ class SessionContext:
 
     # -- store access -------------------------------------------------------------
 
-    async def call_store(
+    def call_store(
         self, method: Callable[..., Awaitable[_T]], *args: Any, **kwargs: Any
-    ) -> _T:
+    ) -> Awaitable[_T]:
         """Call a store method, waiting up to ``reconnect_timeout`` for an outage to end.
 
         A store that reports itself disconnected is given that long to emit
         ``connect``; a call that fails because the backend just went away is
         tried once more after the reconnect.  Past that, `StoreUnavailableError`.
         An answer at hand (`Ready`) is taken without awaiting anything.
+
+        Every store call of the lifecycle passes here, so this is where they
+        are observed: when ``options.events`` has a listener of
+        ``session:store`` (`STORE_EVENT`), each call is timed and reported to
+        it (`_observed_call`); when nobody listens nothing is timed.
         """
+        if self.config.options.events.listened(STORE_EVENT):
+            return self._observed_call(method, args, kwargs)
+        return self._call_store(None, method, args, kwargs)
+
+    async def _call_store(
+        self, watch: _Stopwatch | None, method: Callable[..., Awaitable[_T]],
+        args: tuple[Any, ...], kwargs: dict[str, Any],
+    ) -> _T:
         store: Store = self.config.options.store  # type: ignore[assignment]
         if store.connected:
             try:
@@ -616,16 +693,61 @@ class SessionContext:
                     return answer.value  # type: ignore[no-any-return]
                 if self._running_now:
                     await _MUST_WAIT
+                    if watch is not None:  # the store's work starts now, in the task
+                        watch.restart()
                 return await answer
             except StoreUnavailableError:
                 if store.connected:
                     raise
-        await self._wait_for_store(store)
+        await self._wait_for_store(store, watch)
         return await method(*args, **kwargs)
 
-    async def _wait_for_store(self, store: Store) -> None:
+    async def _observed_call(
+        self, method: Callable[..., Awaitable[_T]], args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> _T:
+        """`_call_store`, timed, and reported as a ``session:store`` event.
+
+        The payload: ``key`` (the cookie name), ``operation`` (``"load"``,
+        ``"save"``, ``"touch"`` or ``"destroy"``), ``outcome`` (``"ok"``;
+        ``"miss"``: the store answered that there is no live record;
+        ``"conflict"``: a save that ``on_conflict="fail"`` refused;
+        ``"unavailable"``: the store could not be reached within
+        ``reconnect_timeout``; ``"error"``: anything else went wrong),
+        ``seconds`` (from the call to its answer, a wait for a reconnect
+        included; a call that must wait is timed from when its task runs it,
+        not from the turn that handed it over), ``store`` (the store's class
+        name), ``error`` (the exception, or ``None``) and ``handler``.
+        """
+        watch = _Stopwatch()
+        outcome = "error"
+        error: BaseException | None = None
+        try:
+            result = await self._call_store(watch, method, args, kwargs)
+        except StoreUnavailableError as exc:
+            outcome, error = "unavailable", exc
+            raise
+        except Exception as exc:
+            error = exc
+            raise
+        else:
+            outcome = _outcome(result)
+            return result
+        finally:
+            seconds = time.perf_counter() - watch.started
+            options = self.config.options
+            name = getattr(method, "__name__", "")
+            options.events.emit(STORE_EVENT, {
+                "key": options.key, "operation": _OPERATIONS.get(name, name),
+                "outcome": outcome, "seconds": seconds,
+                "store": type(options.store).__name__, "error": error, "handler": self.handler,
+            })
+
+    async def _wait_for_store(self, store: Store, watch: _Stopwatch | None = None) -> None:
         if self._running_now:
             await _MUST_WAIT
+            if watch is not None:
+                watch.restart()
         timeout = self.config.options.reconnect_timeout
         if not await store.wait_connected(timeout):
             raise StoreUnavailableError(

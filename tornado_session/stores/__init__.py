@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .base import Ready, Store
+from .base import Ready, Store, Written
 from .memory import MemoryStore
 
 if TYPE_CHECKING:  # the optional stores, as their modules land
@@ -19,7 +19,9 @@ if TYPE_CHECKING:  # the optional stores, as their modules land
     from .mongo import MongoStore
     from .redis import RedisStore
 
-__all__ = ["EncryptedStore", "MemoryStore", "MongoStore", "Ready", "RedisStore", "Store"]
+__all__ = [
+    "EncryptedStore", "MemoryStore", "MongoStore", "Ready", "RedisStore", "Store", "Written",
+]
 
 _LAZY = {"EncryptedStore": ".encrypted", "MongoStore": ".mongo", "RedisStore": ".redis"}
 

@@ -52,7 +52,7 @@ from .. import serializers
 from ..crypto import Keyring, check_keys
 from ..errors import SessionError, SessionOptionError
 from ..events import Listener
-from .base import Ready, Store
+from .base import Ready, Store, Written
 
 logger = logging.getLogger(__name__)
 
@@ -62,16 +62,6 @@ FIELD_MARK = "~"
 _MEMORY = 4096
 
 _NONE: Ready[Any] = Ready(None)
-
-
-def _merged(current: bytes, previous: Mapping[str, Any], data: Mapping[str, Any]) -> bytes:
-    """The canonical JSON of ``current`` with the changes from ``previous`` to ``data``."""
-    to_set, to_unset = serializers.changed_keys(previous, data)
-    merged: dict[str, Any] = serializers.loads(current)
-    merged.update(to_set)
-    for name in to_unset:
-        merged.pop(name, None)
-    return serializers.dumps(merged)
 
 
 def _keep(memory: dict[Any, _Opened], key: Any, opened: _Opened) -> None:
@@ -207,38 +197,81 @@ class EncryptedStore(Store):
         max_age: float,
         *,
         previous: Mapping[str, Any] | None = None,
-    ) -> bool:
+        ops: Mapping[str, serializers.Op] | None = None,
+        on_conflict: str = "last_write_wins",
+    ) -> bool | Written:
         """Seal the changed keys and let the wrapped store write them; see `Store.set`.
 
-        With ``previous``, the record as read (remembered from `get`, else
-        read again) is handed to the store as its ``previous``, and the new
-        record is that one with this request's changes sealed in: the store's
-        compare-and-set and key-by-key merge then apply to sealed fields.
+        With ``previous``, the sealed record the request loaded (remembered
+        from `get`) is handed to the store as its ``previous``, and the new
+        record is that one with this request's changes sealed in, written
+        with ``on_conflict="fail"``: the store keeps the other requests'
+        writes to other keys, and refuses the write if one of this request's
+        keys was written since.  Then, and when nothing is remembered, the
+        record is read, the request's changes (``ops`` included: the server
+        cannot add to a sealed number) are merged into it here by
+        `serializers.merge_changes` with ``on_conflict``, and written by
+        compare-and-set again, until it holds still for one round trip.
         """
         raw = serializers.raw_json(data)  # first: a value that is not JSON names its key
         record: Mapping[str, Any]
         if previous is None:
             record, fields = self._seal_all(key, data)
-            written = await self.store.set(key, record, max_age)
-        else:
-            loaded = serializers.raw_json(previous)
-            opened = self._versions.get((key, loaded))
+            return self._after_write(
+                key, await self.store.set(key, record, max_age), raw, record, fields
+            )
+        opened = self._versions.get((key, serializers.raw_json(previous)))
+        if opened is not None:
+            written, record, fields = await self._write_changes(
+                key, opened, previous, data, max_age
+            )
+            if written or not isinstance(written, Written) or not written.conflicts:
+                return self._after_write(key, written, raw, record, fields)
+        while True:  # merge here, on the record as it is now
+            current = await self.store.get(key)
+            opened = None if current is None else self._open_fields(key, current)
             if opened is None:
-                current = await self.store.get(key)
-                opened = None if current is None else self._open_fields(key, current)
-                if opened is None:
-                    self._opened.pop(key, None)
-                    return False
-            if raw == opened.raw and not opened.stale and not opened.dropped:
-                record, fields = opened.sealed, opened.fields  # nothing to seal: expiry renewed
-            else:
-                record, fields = self._sealed_changes(key, opened, previous, data)
-            if opened.raw != loaded:  # another write since the load: the merge is the record
-                raw = _merged(opened.raw, previous, data)
-            written = await self.store.set(key, record, max_age, previous=opened.sealed)
+                return self._after_write(key, False, raw, {}, {})
+            now: dict[str, Any] = serializers.loads(opened.raw)
+            merged = serializers.merge_changes(
+                dict(now), previous, data, ops=ops, on_conflict=on_conflict
+            )
+            if merged.data is None:  # on_conflict="fail": nothing is written
+                return Written.of(merged)
+            written, record, fields = await self._write_changes(
+                key, opened, now, merged.data, max_age
+            )
+            if written or not isinstance(written, Written) or not written.conflicts:
+                answer = Written.of(merged) if written else False
+                return self._after_write(
+                    key, answer, serializers.dumps(merged.data), record, fields
+                )
+
+    async def _write_changes(
+        self, key: str, opened: _Opened, before: Mapping[str, Any], after: Mapping[str, Any],
+        max_age: float,
+    ) -> tuple[bool | Written, Mapping[str, Any], dict[str, str]]:
+        """Write ``opened``'s record with the changes from ``before`` to ``after`` sealed in.
+
+        A compare-and-set of the changed fields (``on_conflict="fail"``).
+        Returns the store's answer, and the record and fields sent.
+        """
+        record: Mapping[str, Any]
+        if after == before and not opened.stale and not opened.dropped:
+            record, fields = opened.sealed, opened.fields  # nothing to seal: expiry renewed
+        else:
+            record, fields = self._sealed_changes(key, opened, before, after)
+        written = await self.store.set(
+            key, record, max_age, previous=opened.sealed, on_conflict="fail"
+        )
+        return written, record, fields
+
+    def _after_write(
+        self, key: str, written: bool | Written, raw: bytes, record: Mapping[str, Any],
+        fields: dict[str, str],
+    ) -> bool | Written:
+        """Remember what was written (the next read most likely finds it), or forget the key."""
         if written:
-            # What was written, as the next read will most likely find it (`_open_record`
-            # compares it with the record read: a merge with yet another write shows there).
             self._remember(key, _Opened(raw, record, fields, [], []))
         else:
             self._opened.pop(key, None)
