@@ -195,6 +195,37 @@ class TestEncryptedCookieSessions(EncryptedCase):
         )
 
 
+class Flash(SessionMixin, tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.flash(SECRET_WORD)
+        self.write("ok")
+
+
+class ShowFlashes(SessionMixin, tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.write(",".join(self.get_flashed_messages()))
+
+
+class TestFlashCookieOfEncryptedSessions(EncryptedCase):
+    def get_handlers(self) -> list[Any]:
+        return [(r"/flash", Flash), (r"/show", ShowFlashes)]
+
+    def test_the_flash_cookie_is_encrypted_too_and_reads_back_once(self) -> None:
+        self.fetch("/flash")
+        value = self.jar[COOKIE + ".flash"].strip('"')
+        self.assertTrue(value.startswith(ENCRYPTED_PREFIX))
+        text = value[len(ENCRYPTED_PREFIX):]
+        self.assertNotIn(SECRET_WORD.encode(),
+                         base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        self.assertEqual(self.fetch("/show").body.decode(), SECRET_WORD)
+
+    def test_a_session_cookie_value_is_not_a_flash_cookie(self) -> None:
+        codec = EncryptedCookieCodec(COOKIE, self.keys)
+        value = codec.dumps({"e": self.clock() + 3600, "m": 3600, "d": {"views": 1}})
+        self.assertIsNone(codec.renamed(COOKIE + ".flash").loads(value))
+        self.assertIsNotNone(codec.loads(value))
+
+
 class TestKeys(EncryptedCase):
     def test_a_wrong_key_gives_a_fresh_session(self) -> None:
         self.fetch("/count")
