@@ -41,10 +41,10 @@ import orjson
 
 from . import serializers
 from .config import MAX_ID_LENGTH, CookiePayload, SessionConfig
-from .errors import SessionError, StoreUnavailableError
+from .errors import SessionConflictError, SessionError, StoreUnavailableError
 from .options import SessionOptions
 from .session import Session
-from .stores.base import Ready, Store
+from .stores.base import Ready, Store, Written
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +103,9 @@ class SessionState:
     written_at: float | None = None
     #: When the session began (``absolute_max_age`` counts from it); ``None``: now.
     created: float | None = None
+    #: The cookie is not in the codec's current form (an older key, or signed
+    #: where cookies are now encrypted): it is written again even unchanged.
+    stale: bool = False
     #: Store key of a record this request retired by destroy or regeneration.
     retired_key: str | None = None
     destroyed: bool = False
@@ -184,6 +187,8 @@ def _decide_action(
         return Decision(Action.SKIP, "new and empty")
     if session.changed if current is None else session.differs(current):
         return Decision(Action.SAVE, "changed", uses_store=store)
+    if state.stale:
+        return Decision(Action.SAVE, "stale cookie", uses_store=store)
     if options.rolling:
         due = (
             options.touch_after is None
@@ -224,6 +229,15 @@ def _past_absolute_lifetime(payload: CookiePayload, options: SessionOptions, now
     """Whether a cookie's session began more than ``absolute_max_age`` ago."""
     limit = options.absolute_max_age
     return limit is not None and payload.created is not None and payload.created + limit <= now
+
+
+def _outcome(result: Any) -> str:
+    """The ``outcome`` of a store call that answered ``result`` (`SessionContext.call_store`)."""
+    if result is None or result is False:
+        return "miss"
+    if type(result) is Written and not result.written:
+        return "conflict" if result.conflicts else "miss"
+    return "ok"
 
 
 class _MustWait:
@@ -364,6 +378,8 @@ class SessionContext:
             self.state.expires = payload.expires
             self.state.written_at = payload.expires - options.server_max_age(payload.max_age)
             self.state.created = payload.created
+            if payload.stale:
+                self.state.stale = True
             self.store_key = payload.store_key
             session = self.session = Session(
                 data, id=payload.session_id, is_new=False, max_age=payload.max_age,
@@ -481,6 +497,7 @@ class SessionContext:
         options = self.config.options
         now = options.clock()
         lifetime = self._lifetime(now)
+        written: bool | Written
         if decision.action is Action.TOUCH:
             assert self.store_key is not None
             written = await self.call_store(store.touch, self.store_key, lifetime)
@@ -488,16 +505,21 @@ class SessionContext:
             written = await self._retire_first() if state.retired_key else True
             if written:
                 previous: serializers.Loaded | None = None
+                ops = None
                 if session.id is None:  # new or regenerated: a record of its own
                     session_id = self._new_id()
                     session._assign_id(session_id)
                     self.store_key = self.config.store_key(session_id)
                 else:
                     previous = session.loaded_data()
+                    ops = session.pending_ops(previous)
                 assert self.store_key is not None
                 written = await self.call_store(
-                    store.set, self.store_key, session.staged_data(), lifetime, previous=previous
+                    store.set, self.store_key, session.staged_data(), lifetime,
+                    previous=previous, ops=ops, on_conflict=options.on_conflict,
                 )
+                if type(written) is Written:
+                    self._met_parallel_writes(written)
         if not written:
             state.cookie_sent = True
             decision = Decision(Action.DESTROY, "destroyed by a concurrent request",
@@ -506,6 +528,32 @@ class SessionContext:
             state.written_at = now
             state.expires = round(now + lifetime, 3)
         return self.complete(decision)
+
+    def _met_parallel_writes(self, written: Written) -> None:
+        """Report the keys in conflict, and take the values the store computed.
+
+        ``session:conflict`` names the keys, never their values (they may be
+        private).  With ``on_conflict="fail"`` nothing was written: the
+        request fails with `SessionConflictError` (409 from the mixin).
+        """
+        options = self.config.options
+        session = self.session
+        assert session is not None
+        if written.conflicts:
+            options.events.emit("session:conflict", {
+                "key": options.key, "names": list(written.conflicts),
+                "on_conflict": options.on_conflict, "written": written.written,
+                "handler": self.handler,
+            })
+        if not written.written and written.conflicts:
+            session._unstage()
+            names = ", ".join(map(repr, written.conflicts))
+            raise SessionConflictError(
+                f"a parallel request of this session changed {names} after this one loaded "
+                "it; nothing was written (on_conflict='fail')", written.conflicts,
+            )
+        if written.values:
+            session._adopt(written.values)
 
     async def _retire_first(self) -> bool:
         """Delete the record a regeneration (or destroy) retired, before the new one is written.
@@ -583,6 +631,7 @@ class SessionContext:
         return lifetime
 
     def _reset_state(self) -> None:
+        self.state.stale = False
         self.state.destroyed = False
         self.state.regenerated = False
         self.state.retired_key = None
@@ -662,6 +711,7 @@ class SessionContext:
         The payload: ``key`` (the cookie name), ``operation`` (``"load"``,
         ``"save"``, ``"touch"`` or ``"destroy"``), ``outcome`` (``"ok"``;
         ``"miss"``: the store answered that there is no live record;
+        ``"conflict"``: a save that ``on_conflict="fail"`` refused;
         ``"unavailable"``: the store could not be reached within
         ``reconnect_timeout``; ``"error"``: anything else went wrong),
         ``seconds`` (from the call to its answer, a wait for a reconnect
@@ -681,7 +731,7 @@ class SessionContext:
             error = exc
             raise
         else:
-            outcome = "miss" if result is None or result is False else "ok"
+            outcome = _outcome(result)
             return result
         finally:
             seconds = time.perf_counter() - watch.started

@@ -31,7 +31,13 @@ from tornado.iostream import StreamClosedError
 
 from .config import SessionConfig
 from .cookies import CookieCodec, Signer
-from .errors import SessionNotLoadedError, SessionOptionError, StoreUnavailableError
+from .crypto import EncryptedCookieCodec
+from .errors import (
+    SessionConflictError,
+    SessionNotLoadedError,
+    SessionOptionError,
+    StoreUnavailableError,
+)
 from .flash import Flashes
 from .lifecycle import CookieUpdate, SessionContext
 from .options import SessionOptions
@@ -533,11 +539,17 @@ class SessionMixin(_HandlerBase):
     # -- errors ----------------------------------------------------------------------
 
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
-        """Answer a store outage with 503 and ``Retry-After``; else as Tornado does."""
+        """Answer a store outage with 503 and ``Retry-After``, a refused conflict with 409.
+
+        Anything else as Tornado does.
+        """
         exc_info = kwargs.get("exc_info")
-        if exc_info is not None and isinstance(exc_info[1], StoreUnavailableError):
-            status_code = 503
-            self._session_context().outage = True
+        if exc_info is not None:
+            if isinstance(exc_info[1], StoreUnavailableError):
+                status_code = 503
+                self._session_context().outage = True
+            elif isinstance(exc_info[1], SessionConflictError):
+                status_code = 409
         super().send_error(status_code, **kwargs)
 
     def log_exception(
@@ -546,9 +558,12 @@ class SessionMixin(_HandlerBase):
         value: BaseException | None,
         tb: types.TracebackType | None,
     ) -> None:
-        """Log a store outage as one warning line; anything else as Tornado does."""
+        """Log a store outage (503) or a refused conflict (409) in one line; else as Tornado."""
         if isinstance(value, StoreUnavailableError):
             logger.warning("%s answered 503: %s", type(self).__name__, value)
+            return
+        if isinstance(value, SessionConflictError):
+            logger.info("%s answered 409: %s", type(self).__name__, value)
             return
         super().log_exception(typ, value, tb)
 
@@ -610,9 +625,29 @@ def _signing_keys(settings: Mapping[str, Any]) -> tuple[Any, Any]:
     return (dict(secret) if isinstance(secret, dict) else secret), settings.get("key_version")
 
 
-def _codec(settings: Mapping[str, Any], options: SessionOptions) -> CookieCodec:
+def _codec(
+    settings: Mapping[str, Any], options: SessionOptions
+) -> CookieCodec | EncryptedCookieCodec:
+    if options.encryption_keys is not None:
+        return _encrypting(settings, options, options.encryption_keys)
     return CookieCodec(options.key, encode=options.encode, decode=options.decode,
                        **_signing(settings, options))
+
+
+def _encrypting(
+    settings: Mapping[str, Any], options: SessionOptions, keys: Mapping[int, str | bytes]
+) -> EncryptedCookieCodec:
+    """Encrypted cookies; signed ones are still read while a ``cookie_secret`` is set.
+
+    That is the migration from signed to encrypted cookies: a user's signed
+    cookie is read once and answered with an encrypted one, so nobody is
+    logged out by the switch.  Remove ``cookie_secret`` (if nothing else
+    needs it) once ``max_age`` has passed, and signed cookies are refused.
+    """
+    signed = None
+    if settings.get("cookie_secret") and options.signed:
+        signed = CookieCodec(options.key, **_signing(settings, options))
+    return EncryptedCookieCodec(options.key, keys, signed=signed)
 
 
 def _signing(settings: Mapping[str, Any], options: SessionOptions) -> dict[str, Any]:

@@ -9,8 +9,11 @@ coroutine, no task), and raise their errors from the call itself.
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 import time
+import weakref
 from collections import ChainMap, OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -18,7 +21,26 @@ from typing import Any
 from .. import serializers
 from .._checks import check_seconds
 from ..errors import SessionOptionError, StoreUnavailableError
-from .base import Clock, Ready, Store
+from .base import Clock, Ready, Store, Written
+
+logger = logging.getLogger(__name__)
+
+#: Whether this process is a fork of the one that imported this module
+#: (``tornado.process.fork_processes``, or any pre-forking server).
+_forked = False
+#: Every MemoryStore of this process, so that a fork can flag them.
+_stores: weakref.WeakSet[MemoryStore] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """In a forked child: each MemoryStore warns before it serves."""
+    global _forked
+    _forked = True
+    for store in _stores:
+        store._warned = False
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 # The answers MemoryStore gives most, made once: awaiting a `Ready` does not change it.
 _NONE: Ready[Any] = Ready(None)
@@ -63,6 +85,12 @@ class MemoryStore(Store):
     `close` takes the store down (every call raises `StoreUnavailableError`
     and ``disconnect`` is emitted) and `open` brings it back (``connect``),
     which is how tests rehearse an outage without a server.
+
+    The sessions live in one process.  Several processes each have their
+    own, so behind a balancer a user whose next request lands on another
+    process is logged out.  A store built or used in a forked process
+    (``tornado.process.fork_processes``, or any pre-forking server) therefore
+    logs a warning, once, naming the shared stores to use instead.
     """
 
     backend = "MemoryStore"
@@ -102,6 +130,9 @@ class MemoryStore(Store):
         # holds nothing (max_entries=1), when each promotion is undone at once.
         self._found_in = self._protected if self._protected_max > 0 else self._probation
         self._last_sweep = clock()
+        # False until the warning about a forked process was logged (or needed not be).
+        self._warned = not _forked
+        _stores.add(self)
 
     @property
     def _entries(self) -> ChainMap[str, _Entry]:
@@ -122,11 +153,15 @@ class MemoryStore(Store):
         max_age: float,
         *,
         previous: Mapping[str, Any] | None = None,
-    ) -> Ready[bool]:
+        ops: Mapping[str, serializers.Op] | None = None,
+        on_conflict: str = "last_write_wins",
+    ) -> Ready[bool | Written]:
         """Store a copy of ``data``; see `Store.set`.
 
         With ``previous=None`` a key the store does not hold enters probation;
         any other write is a use of the record, which is then protected.
+        Conflicts and ``ops`` are settled by `serializers.merge_changes`,
+        within the call: nothing else runs meanwhile.
         """
         self._check_open()
         raw = serializers.dumps(data)  # first: a value that is not JSON writes nothing
@@ -144,19 +179,23 @@ class MemoryStore(Store):
         current = self._live_entry(key)  # promotes it: a record used again
         if current is None:
             return _FALSE
+        answer: Ready[Any] = _TRUE
         if serializers.raw_json(previous) != current[1]:
             # A concurrent request of the same session wrote since this one
             # loaded: apply only this request's changes, so its writes stay.
             # (Unchanged since the load, the merge would give ``data`` itself.)
-            to_set, to_unset = serializers.changed_keys(previous, data)
-            merged: dict[str, Any] = serializers.loads(current[1])
-            merged.update(to_set)
-            for name in to_unset:
-                merged.pop(name, None)
-            raw = serializers.dumps(merged)
+            merged = serializers.merge_changes(
+                serializers.loads(current[1]), previous, data, ops=ops, on_conflict=on_conflict
+            )
+            written = Written.of(merged)
+            if merged.data is None:
+                return Ready(written)
+            raw = serializers.dumps(merged.data)
+            if written is not True:
+                answer = Ready(written)
         self._found_in[key] = (self.expires_at(max_age), bytes(memoryview(raw)))
         self._evict()
-        return _TRUE
+        return answer
 
     def touch(self, key: str, max_age: float) -> Ready[bool]:
         """Extend the expiry of a live record; ``False`` when there is none."""
@@ -221,8 +260,21 @@ class MemoryStore(Store):
     # -- internals --------------------------------------------------------
 
     def _check_open(self) -> None:
+        if not self._warned:
+            self._warn_forked()
         if not self._connected:
             raise StoreUnavailableError("MemoryStore is closed; call open() to serve again")
+
+    def _warn_forked(self) -> None:
+        """Say once that sessions kept in one of several processes get lost."""
+        self._warned = True
+        logger.warning(
+            "MemoryStore is used in a forked process (pid %d; tornado.process.fork_processes "
+            "or another pre-forking server): each process keeps its own sessions, so a user "
+            "whose requests land on another process loses theirs. Use a store the processes "
+            "share (RedisStore or MongoStore), or serve from one process",
+            os.getpid(),
+        )
 
     def _live_entry(self, key: str) -> _Entry | None:
         """The entry under ``key`` if it has not expired (an expired one is dropped).
