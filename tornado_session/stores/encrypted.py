@@ -222,10 +222,15 @@ class EncryptedStore(Store):
             )
         opened = self._versions.get((key, serializers.raw_json(previous)))
         if opened is not None:
+            # Without ops, "last/first write wins" is the store's own rule on sealed fields
+            # (a field written since has other ciphertext); "fail" and ops are settled here.
+            mode = "fail" if ops or on_conflict == "fail" else on_conflict
             written, record, fields = await self._write_changes(
-                key, opened, previous, data, max_age
+                key, opened, previous, data, max_age, mode
             )
             if written or not isinstance(written, Written) or not written.conflicts:
+                if isinstance(written, Written):  # the store names fields: say their keys
+                    written = self._named(written, opened.fields, fields)
                 return self._after_write(key, written, raw, record, fields)
         while True:  # merge here, on the record as it is now
             current = await self.store.get(key)
@@ -239,7 +244,7 @@ class EncryptedStore(Store):
             if merged.data is None:  # on_conflict="fail": nothing is written
                 return Written.of(merged)
             written, record, fields = await self._write_changes(
-                key, opened, now, merged.data, max_age
+                key, opened, now, merged.data, max_age, "fail"
             )
             if written or not isinstance(written, Written) or not written.conflicts:
                 answer = Written.of(merged) if written else False
@@ -249,12 +254,13 @@ class EncryptedStore(Store):
 
     async def _write_changes(
         self, key: str, opened: _Opened, before: Mapping[str, Any], after: Mapping[str, Any],
-        max_age: float,
+        max_age: float, mode: str,
     ) -> tuple[bool | Written, Mapping[str, Any], dict[str, str]]:
         """Write ``opened``'s record with the changes from ``before`` to ``after`` sealed in.
 
-        A compare-and-set of the changed fields (``on_conflict="fail"``).
-        Returns the store's answer, and the record and fields sent.
+        ``mode`` is the store's ``on_conflict`` (``"fail"``: a compare-and-set
+        of the changed fields).  Returns the store's answer, and the record
+        and fields sent.
         """
         record: Mapping[str, Any]
         if after == before and not opened.stale and not opened.dropped:
@@ -262,9 +268,20 @@ class EncryptedStore(Store):
         else:
             record, fields = self._sealed_changes(key, opened, before, after)
         written = await self.store.set(
-            key, record, max_age, previous=opened.sealed, on_conflict="fail"
+            key, record, max_age, previous=opened.sealed, on_conflict=mode
         )
         return written, record, fields
+
+    @staticmethod
+    def _named(
+        written: Written, before: Mapping[str, str], after: Mapping[str, str]
+    ) -> bool | Written:
+        """The store's answer with the keys of the fields it names (no values: none computed)."""
+        names = {field: name for fields in (before, after) for name, field in fields.items()}
+        conflicts = tuple(sorted({names.get(field, field) for field in written.conflicts}))
+        if not conflicts:
+            return written.written
+        return Written(written.written, conflicts)
 
     def _after_write(
         self, key: str, written: bool | Written, raw: bytes, record: Mapping[str, Any],
