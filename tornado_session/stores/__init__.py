@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .base import Ready, Store
+from .base import Owner, Ready, Store, UserRecord
 from .memory import MemoryStore
 
 if TYPE_CHECKING:  # the optional stores, as their modules land
     from .mongo import MongoStore
     from .redis import RedisStore
 
-__all__ = ["MemoryStore", "MongoStore", "Ready", "RedisStore", "Store"]
+__all__ = ["MemoryStore", "MongoStore", "Owner", "Ready", "RedisStore", "Store", "UserRecord"]
 
 _LAZY = {"MongoStore": ".mongo", "RedisStore": ".redis"}
 

@@ -7,7 +7,11 @@ One document per session::
 ``_id`` is the key the lifecycle gives (a hash of the session id, never the
 id), ``data`` is a subdocument, so an operator can query sessions
 (``{"data.user_id": 42}``), and ``expires`` carries a TTL index with
-``expireAfterSeconds=0``, so MongoDB removes expired sessions by itself.  Its
+``expireAfterSeconds=0``, so MongoDB removes expired sessions by itself.
+A store with a ``user_key`` keeps its user index in fields beside ``data``
+(``user``, ``created``, ``seen``, ``agent``, ``address``: see `Owner`) with an
+index on ``(user, expires)``, so one user's sessions are found, listed and
+deleted without reading anyone else's.  Its
 TTL monitor runs about once a minute, so every read also filters on
 ``expires > now``: an expired session never reads as live.  Session keys that
 cannot be field names (``a.b``, ``$x``, ``""``, a NUL) are escaped losslessly
@@ -63,7 +67,7 @@ from ..errors import (
     SessionSerializationError,
     StoreUnavailableError,
 )
-from .base import Clock, Store
+from .base import Clock, Owner, Progress, Store, UserId, UserRecord
 
 _INSTALL_HINT = 'MongoStore needs PyMongo: pip install "tornado-session[mongo]"'
 
@@ -200,6 +204,7 @@ class MongoStore(Store):
         clock: Clock = time.time,
         create_ttl_index: bool = True,
         probe_interval: float = 0.5,
+        user_key: str | None = None,
     ) -> None:
         _require_pymongo()
         if not isinstance(namespace, str):
@@ -218,7 +223,7 @@ class MongoStore(Store):
                 f"MongoStore(collection={collection!r}): expected a PyMongo async or Motor "
                 "collection, e.g. pymongo.AsyncMongoClient(uri)['app']['sessions']"
             )
-        super().__init__(clock=clock, probe_interval=probe_interval)
+        super().__init__(clock=clock, probe_interval=probe_interval, user_key=user_key)
         #: Put before every ``_id``; the bulk operations see only ids that start with it.
         self.namespace = namespace
         #: The filter of this store's documents (nothing for the whole collection).
@@ -266,6 +271,7 @@ class MongoStore(Store):
         clock: Clock = time.time,
         create_ttl_index: bool = True,
         probe_interval: float = 0.5,
+        user_key: str | None = None,
         **client_options: Any,
     ) -> MongoStore:
         """Build a store on a new `pymongo.AsyncMongoClient` that the store owns.
@@ -292,7 +298,7 @@ class MongoStore(Store):
         spec = _ClientSpec(uri, database, collection, client_options)
         return cls(
             spec, namespace=namespace, clock=clock, create_ttl_index=create_ttl_index,
-            probe_interval=probe_interval
+            probe_interval=probe_interval, user_key=user_key,
         )
 
     def _open(self) -> None:
@@ -320,6 +326,8 @@ class MongoStore(Store):
     async def setup(self) -> None:
         """Create the TTL index on ``expires`` (``expireAfterSeconds=0``).
 
+        With a `user_key`, also the user index, on ``(user, expires)``.
+
         Idempotent: an existing index with the same options is fine.  One on
         ``expires`` with other options raises `SessionError` saying so.  Run
         once, lazily, by the first operation; call it at start-up to fail early.
@@ -338,6 +346,8 @@ class MongoStore(Store):
                 "on 'expires' with other options; drop it, or create it with "
                 "expireAfterSeconds=0 and pass create_ttl_index=False"
             ) from cause
+        if self.user_key is not None:
+            await self.call_backend(self.collection.create_index, [("user", 1), ("expires", 1)])
         self._ready = True
 
     async def _ensure_ready(self) -> None:
@@ -379,12 +389,13 @@ class MongoStore(Store):
         max_age: float,
         *,
         previous: Mapping[str, Any] | None = None,
+        owner: Owner | None = None,
     ) -> bool:
         """Write ``data`` in one round trip; see `Store.set` and the module docstring."""
         await self._ensure_ready()
         expires = self._datetime(self.expires_at(max_age))
         try:
-            return await self._write(key, data, expires, previous)
+            return await self._write(key, data, expires, previous, owner)
         except SessionSerializationError as exc:
             if exc.key is None:  # find the key, in JSON's words
                 serializers.dumps(data)
@@ -396,10 +407,13 @@ class MongoStore(Store):
         data: Mapping[str, Any],
         expires: datetime.datetime,
         previous: Mapping[str, Any] | None,
+        owner: Owner | None,
     ) -> bool:
         if previous is None:
             name = self.namespace + key
             document = {"_id": name, "data": _escape(dict(data)), "expires": expires}
+            if self.user_key is not None and owner is not None and owner.user is not None:
+                document.update(self._owner_fields(owner))
             await self.call_backend(
                 self.collection.replace_one, {"_id": name}, document, upsert=True
             )
@@ -416,14 +430,27 @@ class MongoStore(Store):
             update["$unset"] = {
                 "data." + escape_field_name(name): "" for name in to_unset
             }
+        if self.user_key is not None:
+            if owner is None:
+                update["$set"]["seen"] = self._now()
+            elif owner.user is None:
+                update.setdefault("$unset", {}).update(dict.fromkeys(_OWNER_FIELDS, ""))
+            else:
+                update["$set"].update(self._owner_fields(owner))
         return await self._update(key, update)
+
+    def _owner_fields(self, owner: Owner) -> dict[str, Any]:
+        """The fields of a document that hold its owner (beside ``data``)."""
+        return {"user": owner.user, "created": self._datetime(owner.created),
+                "seen": self._now(), "agent": owner.agent, "address": owner.address}
 
     async def touch(self, key: str, max_age: float) -> bool:
         """Extend a live record's expiry with one update; ``False`` when there is none."""
         await self._ensure_ready()
-        return await self._update(
-            key, {"$set": {"expires": self._datetime(self.expires_at(max_age))}}
-        )
+        fields = {"expires": self._datetime(self.expires_at(max_age))}
+        if self.user_key is not None:
+            fields["seen"] = self._now()
+        return await self._update(key, {"$set": fields})
 
     async def destroy(self, key: str) -> bool:
         """Delete the live record under ``key``; whether there was one.
@@ -438,7 +465,39 @@ class MongoStore(Store):
         )
         return bool(result.deleted_count)
 
-    async def destroy_all(self, **match: Any) -> int:
+    async def destroy_user(self, user: UserId) -> int:
+        """Destroy ``user``'s live sessions: one ``delete`` on the ``(user, expires)`` index."""
+        self._needs_user_key()
+        await self._ensure_ready()
+        result = await self.call_backend(
+            self.collection.delete_many,
+            {**self._scope, "user": user, "expires": {"$gt": self._now()}},
+        )
+        return int(result.deleted_count)
+
+    async def user_sessions(self, user: UserId) -> list[UserRecord]:
+        """``user``'s live sessions: one ``find`` on the ``(user, expires)`` index."""
+        self._needs_user_key()
+        await self._ensure_ready()
+        cursor = self.collection.find(
+            {**self._scope, "user": user, "expires": {"$gt": self._now()}},
+            {"data": 0},
+        )
+        documents = await self.call_backend(cursor.to_list, None)
+        skip = len(self.namespace)
+        found = [
+            UserRecord(
+                document["_id"][skip:], document["expires"].timestamp(),
+                Owner(user, document["created"].timestamp(), document["seen"].timestamp(),
+                      document.get("agent", ""), document.get("address", "")),
+            )
+            for document in documents
+            if type(_from_bson(document.get("user"))) is type(user)  # 42 is not "42"
+        ]
+        found.sort(key=lambda record: (record.owner.created, record.key))
+        return found
+
+    async def destroy_matching(self, match: Mapping[str, Any]) -> int:
         """Destroy every live session whose data has these top-level values.
 
         ``destroy_all(user_id=42)`` deletes with ``{"data.user_id": 42}``; give
@@ -459,18 +518,22 @@ class MongoStore(Store):
         result = await self.call_backend(self.collection.delete_many, query)
         return int(result.deleted_count)
 
-    async def count(self) -> int:
-        """Return how many live sessions the store (its namespace) holds."""
+    async def count(self, *, progress: Progress | None = None) -> int:
+        """Return how many live sessions the store (its namespace) holds (one command)."""
         await self._ensure_ready()
         found = await self.call_backend(
             self.collection.count_documents, {**self._scope, "expires": {"$gt": self._now()}}
         )
+        if progress is not None:
+            progress(int(found))
         return int(found)
 
-    async def clear(self) -> None:
+    async def clear(self, *, progress: Progress | None = None) -> None:
         """Delete every session of the store (its namespace; the whole collection for ``""``)."""
         await self._ensure_ready()
-        await self.call_backend(self.collection.delete_many, dict(self._scope))
+        result = await self.call_backend(self.collection.delete_many, dict(self._scope))
+        if progress is not None:
+            progress(int(result.deleted_count))
 
     async def ping(self) -> None:
         """Send ``ping``; `StoreUnavailableError` when MongoDB does not answer."""
@@ -542,6 +605,9 @@ class MongoStore(Store):
         else:
             self.mark_disconnected(reason=reason)
 
+
+#: The fields of a document that hold its owner, beside ``data`` (see `Owner`).
+_OWNER_FIELDS = ("user", "created", "seen", "agent", "address")
 
 #: `MongoStore.from_uri`'s default ``serverSelectionTimeoutMS`` (PyMongo's is 30 s).
 _SERVER_SELECTION_TIMEOUT_MS = 2000
