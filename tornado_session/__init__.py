@@ -4,6 +4,7 @@ from .errors import SessionError, SessionNotLoadedError, StoreUnavailableError
 from .mixin import SessionMixin
 from .options import SessionOptions
 from .session import Session
+from .users import UserSession
 
 __all__ = [
     "Session",
@@ -12,4 +13,5 @@ __all__ = [
     "SessionNotLoadedError",
     "SessionOptions",
     "StoreUnavailableError",
+    "UserSession",
 ]

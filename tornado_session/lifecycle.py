@@ -43,7 +43,8 @@ from .config import MAX_ID_LENGTH, CookiePayload, SessionConfig
 from .errors import SessionError, StoreUnavailableError
 from .options import SessionOptions
 from .session import Session
-from .stores.base import Ready, Store
+from .stores.base import Owner, Ready, Store, check_user
+from .users import coarse_address, short_agent
 
 logger = logging.getLogger(__name__)
 
@@ -253,19 +254,22 @@ class SessionContext:
     ``name`` is used in warnings.
     """
 
-    __slots__ = ("_running_now", "committed", "config", "cookie_line", "cookie_values",
+    __slots__ = ("_running_now", "committed", "config", "cookie_line", "cookie_values", "device",
                  "finishing", "handler", "name", "outage", "session", "state", "stopped",
                  "store_key", "touched")
 
     def __init__(
         self, config: SessionConfig, cookie_values: Sequence[str] = (), *, handler: Any = None,
-        name: str = "handler",
+        name: str = "handler", device: Callable[[], tuple[str | None, str | None]] | None = None,
     ) -> None:
         self.config = config
         #: The values of every session cookie the request carried, in header order.
         self.cookie_values = tuple(filter(None, cookie_values))
         self.handler = handler
         self.name = name
+        #: Gives the request's ``User-Agent`` and client address, for a store
+        #: with a user index (called only when a session's user changes).
+        self.device = device
         #: The session, once loaded (or started fresh).
         self.session: Session | None = None
         self.state = SessionState()
@@ -472,9 +476,18 @@ class SessionContext:
                 else:
                     previous = session.loaded_data()
                 assert self.store_key is not None
-                written = await self.call_store(
-                    store.set, self.store_key, session.staged_data(), lifetime, previous=previous
+                data = session.staged_data()
+                owner = None if store.user_key is None else self._owner(
+                    store.user_key, data, previous, now
                 )
+                if owner is None:  # (a store without a user index takes no owner)
+                    written = await self.call_store(
+                        store.set, self.store_key, data, lifetime, previous=previous
+                    )
+                else:
+                    written = await self.call_store(
+                        store.set, self.store_key, data, lifetime, previous=previous, owner=owner
+                    )
         if not written:
             state.cookie_sent = True
             decision = Decision(Action.DESTROY, "destroyed by a concurrent request",
@@ -483,6 +496,31 @@ class SessionContext:
             state.written_at = now
             state.expires = round(now + lifetime, 3)
         return self.complete(decision)
+
+    def _owner(
+        self, user_key: str, data: serializers.Loaded, previous: serializers.Loaded | None,
+        now: float,
+    ) -> Owner | None:
+        """The `Owner` to give the store's user index, or ``None`` when it has nothing to change.
+
+        A new session of a user, or a write that changes the user (a login,
+        another user, a logout), gives the record its owner: the user, now,
+        and the request's device.  Any other write gives ``None``, which the
+        store takes as "as it was", so a request that leaves the user alone
+        costs the index nothing.
+        """
+        user = data.get(user_key)
+        if previous is None:
+            if user is None:
+                return None
+        else:
+            before = previous.get(user_key)
+            if type(before) is type(user) and before == user:
+                return None
+        if user is not None:
+            check_user(user, f"session[{user_key!r}]")
+        agent, address = self.device() if self.device is not None else (None, None)
+        return Owner(user, now, now, short_agent(agent), coarse_address(address))
 
     async def _retire_first(self) -> bool:
         """Delete the record a regeneration (or destroy) retired, before the new one is written.
