@@ -433,8 +433,8 @@ def _versions() -> dict[str, str]:
     from importlib import metadata
 
     found = {}
-    for name in ("tornado", "tornado-session", "orjson", "redis", "hiredis", "pymongo", "aiohttp",
-                 "aiohttp-session", "torndsession", "pycket", "cryptography"):
+    for name in ("tornado", "tornado-async-session", "orjson", "redis", "hiredis", "pymongo",
+                 "aiohttp", "aiohttp-session", "torndsession", "pycket", "cryptography"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             found[name] = metadata.version(name)
     return found

@@ -27,8 +27,9 @@ What it shows:
   session's browser, network and last use, the current one marked, and
   ``await self.revoke_session(handle)`` / ``revoke_other_sessions()`` behind
   xsrf-protected forms;
-- flash messages kept in the session and shown once (at most `FLASH_MAX`); a
-  visitor who is not logged in gets no session at all;
+- flash messages (the mixin's ``flash()``), shown once, at most `FLASH_MAX`; a
+  visitor who is not logged in gets no session at all, not even for a message
+  (their messages wait in a signed cookie of their own);
 - ``xsrf_cookies=True``: every form posts ``_xsrf``; cookies ``Secure`` over https;
 - ``Cache-Control: no-store`` on every page;
 - templates with Tornado's autoescaping, so a username is shown, never run.
@@ -100,15 +101,10 @@ USERNAME_MAX = 64
 PASSWORD_MIN = 8
 #: scrypt's cost grows with the input; a limit keeps one request from being expensive.
 PASSWORD_MAX = 1024
-#: Flash messages a session keeps; older ones are dropped, so a session that
-#: never shows a page (a script posting again and again) cannot grow for ever.
+#: Flash messages that wait for the next page; older ones are dropped, so a
+#: session that never shows a page (a script posting again and again) cannot
+#: grow for ever (`BaseHandler.flash_max`).
 FLASH_MAX = 10
-#: A cookie that carries a notice to the login page for a visitor, who has no
-#: session and gets none: its value only picks one of `NOTICES`, never shown.
-NOTICE_COOKIE = "login_notice"
-#: The fixed texts a notice cookie may pick.
-NOTICES = {"profile": "Log in to see your profile.",
-           "devices": "Log in to see your devices."}
 
 
 # -- passwords -------------------------------------------------------------------
@@ -489,6 +485,8 @@ def check_password_input(password: str, *, new: bool) -> str | None:
 class BaseHandler(SessionMixin, tornado.web.RequestHandler):
     """What every page shares: the users, flash messages and page rendering."""
 
+    flash_max = FLASH_MAX
+
     def set_default_headers(self) -> None:
         """``Cache-Control: no-store`` on every answer (error pages included).
 
@@ -527,34 +525,16 @@ class BaseHandler(SessionMixin, tornado.web.RequestHandler):
         username: str | None = self.session.get("username")
         return username
 
-    def flash(self, message: str, category: str = "info") -> None:
-        """Keep ``message`` in the session until the next page shows it.
-
-        Only the newest `FLASH_MAX` are kept. Never flash for a visitor who is
-        not logged in: that would store a session per request (use `notice`).
-        """
-        messages: list[list[str]] = self.session.get("flash", [])
-        self.session["flash"] = [*messages, [category, message]][-FLASH_MAX:]
-
-    def notice(self, name: str) -> None:
-        """Have the login page show ``NOTICES[name]``, without a session.
-
-        For a visitor: a short-lived cookie for ``/login`` names the notice, so
-        nothing is stored and no session cookie is sent, however often it comes.
-        """
-        self.set_cookie(NOTICE_COOKIE, name, path="/login", max_age=60, httponly=True,
-                        samesite="Lax")
-
     def page(self, template: str, *, status: int = 200, **values: Any) -> None:
-        """Render ``template`` with the flash messages and notice, which are then gone."""
-        messages: list[list[str]] = self.session.pop("flash", [])
-        notice = self.get_cookie(NOTICE_COOKIE)
-        if notice is not None:
-            self.clear_cookie(NOTICE_COOKIE, path="/login")
-            if notice in NOTICES:  # a fixed text: the cookie's value is never shown
-                messages.append(["info", NOTICES[notice]])
+        """Render ``template`` with the flash messages, which are then gone.
+
+        A visitor's messages (who has no session, and gets none for a message)
+        come from a signed cookie the mixin keeps for them: only texts this
+        app flashed can be shown, never a value a client made up.
+        """
         self.set_status(status)
-        self.render(template, messages=messages, **values)
+        self.render(template, messages=self.get_flashed_messages(with_categories=True),
+                    **values)
 
     def credentials(self) -> tuple[str, str]:
         """The posted username (stripped, NFC) and password (as typed)."""
@@ -657,7 +637,7 @@ class LoginHandler(BaseHandler):
 class ProfileHandler(BaseHandler):
     def get(self) -> None:
         if not self.current_user:
-            self.notice("profile")
+            self.flash("Log in to see your profile.")  # a visitor: kept in a cookie, no session
             self.redirect("/login")
             return
         login_at = time.strftime("%Y-%m-%d %H:%M:%S UTC",
@@ -669,8 +649,9 @@ class LogoutHandler(BaseHandler):
     async def post(self) -> None:
         logged_in = self.current_user is not None
         await self.destroy_session()
-        if logged_in:  # a visitor's logout stores nothing
-            # A message after the destroy starts a new session under a new id.
+        if logged_in:
+            # After the destroy the visitor has no session: the message waits
+            # in the flash cookie, and no session is stored for it.
             self.flash("You are logged out.")
         self.redirect("/login")
 
@@ -680,7 +661,7 @@ class DevicesHandler(BaseHandler):
 
     async def get(self) -> None:
         if not self.current_user:
-            self.notice("devices")
+            self.flash("Log in to see your devices.")  # a visitor: kept in a cookie
             self.redirect("/login")
             return
         if self.user_index() is None:

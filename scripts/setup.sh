@@ -27,6 +27,32 @@ pip_install() {
     return "${PIPESTATUS[0]}"
 }
 
+check_python_version() {
+    # check_python_version PYTHON: stop with a clear message unless it is Python 3.11 or newer.
+    local python="$1" found
+    if ! found="$("$python" -c 'import platform; print(platform.python_version())' 2>/dev/null)"; then
+        echo "error: no Python at '$python'; tornado-session needs Python 3.11 or newer" \
+             "(set PYTHON_FOR_VENV=/path/to/python3.11)" >&2
+        exit 1
+    fi
+    if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+        echo "error: $python is Python $found; tornado-session needs Python 3.11 or newer" \
+             "(set PYTHON_FOR_VENV=/path/to/python3.11)" >&2
+        exit 1
+    fi
+}
+
+setup_app_venv() {
+    # setup_app_venv [EXTRA]: .venv with the project (editable) and only what it needs to run
+    # (Tornado, orjson, and the driver of EXTRA: mongo or redis), at the versions
+    # requirements.txt pins: read as constraints, it installs nothing by itself.
+    check_python_version "$PYTHON_FOR_VENV"
+    if [ ! -x .venv/bin/python ]; then
+        "$PYTHON_FOR_VENV" -m venv .venv
+    fi
+    pip_install .venv/bin/python -c requirements.txt -e ".${1:+[$1]}"
+}
+
 setup_python_venv() {
     # setup_python_venv [X.Y]: the project (editable) and the pinned test dependencies,
     # in .venv (the default Python) or in .venv-X.Y (that pyenv Python: the supported others).
@@ -35,6 +61,7 @@ setup_python_venv() {
         dir=".venv-$1"
         python="$(pyenv prefix "$(pyenv versions --bare | grep -E "^$1\.[0-9]+$" | tail -n 1)")/bin/python$1"
     fi
+    check_python_version "$python"
     if [ ! -x "$dir/bin/python" ]; then
         "$python" -m venv "$dir"
     fi

@@ -1,9 +1,11 @@
 """The example apps, driven over HTTP the way a browser drives them.
 
-Each `Browser` keeps its own cookie jar (the session cookie and ``_xsrf``),
-posts forms with the ``_xsrf`` value of the last page it read, and follows
-redirects by hand, so every test sees the status, the ``Location`` and the
-cookies of each step.
+Each `Browser` is the package's test client (`tornado_session.testing.SessionClient`:
+its own cookies, kept as a browser keeps them) that also posts forms with the
+``_xsrf`` value of the last page it read, and follows redirects by hand, so
+every test sees the status, the ``Location`` and the cookies of each step.
+Sessions are set up and read with the client's session transactions, through
+the application's own lifecycle: no test decodes a cookie or computes a store key.
 """
 
 from __future__ import annotations
@@ -25,31 +27,32 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-import orjson
 import tornado.web
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 from tornado.testing import AsyncHTTPTestCase, ExpectLog, gen_test
 
 from examples import counter, login
-from tests.base import cookie_expired, set_cookies
+from tests.base import set_cookies
 from tornado_session import SessionOptions, StoreUnavailableError
-from tornado_session.serializers import hash_session_id
+from tornado_session.flash import FLASH_KEY
 from tornado_session.stores import MemoryStore
+from tornado_session.testing import SessionClient
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "examples-test-secret-" + "s" * 32
 SESSION = "tornado.sess"
+#: The cookie that carries a visitor's flash messages (they get no session for one).
+FLASH = "tornado.sess.flash"
 #: scrypt's cost in the tests that sign up and log in many times.
 CHEAP_COST = login.ScryptCost(n=2**10, r=8, p=1)
 _XSRF_INPUT = re.compile(r'<input type="hidden" name="_xsrf" value="([^"]+)"')
 
 
-class Browser:
-    """One browser: a cookie jar, the last page's ``_xsrf`` value, manual redirects."""
+class Browser(SessionClient):
+    """One browser: the test client, with the last page's ``_xsrf`` value and forms."""
 
     def __init__(self, case: AsyncHTTPTestCase) -> None:
-        self.case = case
-        self.jar: dict[str, str] = {}
+        super().__init__(case)
         self.xsrf: str | None = None
 
     def request(
@@ -57,10 +60,8 @@ class Browser:
         xsrf: bool = True, cookies: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
     ) -> HTTPResponse:
-        jar = self.jar if cookies is None else cookies
+        """``method path`` with the browser's cookies (or exactly ``cookies``, then not kept)."""
         headers = dict(headers or {})
-        if jar:
-            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in jar.items())
         body = None
         if method == "POST":
             fields = dict(form or {})
@@ -68,11 +69,14 @@ class Browser:
                 fields["_xsrf"] = self.xsrf
             body = urllib.parse.urlencode(fields)
             headers["Content-Type"] = "application/x-www-form-urlencoded"
-        response = self.case.fetch(
-            path, method=method, body=body, headers=headers, follow_redirects=False
-        )
+        # The form field, not the client's X-XSRFToken header: the page's token is under test.
+        response = self.fetch(path, method=method, body=body, headers=headers, xsrf=False,
+                              cookies=cookies)
+        assert response.code < 500, f"{path} answered {response.code}: {response.body!r}"
         if cookies is None:
-            self.remember(response)
+            match = _XSRF_INPUT.search(response.body.decode("utf-8", "replace"))
+            if match:
+                self.xsrf = html.unescape(match.group(1))
         return response
 
     def get(self, path: str, **kwargs: Any) -> HTTPResponse:
@@ -89,30 +93,9 @@ class Browser:
             response = self.get(response.headers["Location"])
         raise AssertionError("more than 5 redirects")
 
-    def remember(self, response: HTTPResponse) -> None:
-        for name, morsel in set_cookies(response).items():
-            if cookie_expired(morsel):
-                self.jar.pop(name, None)
-            else:
-                self.jar[name] = morsel.coded_value
-        match = _XSRF_INPUT.search(response.body.decode("utf-8", "replace"))
-        if match:
-            self.xsrf = html.unescape(match.group(1))
-
 
 def text(response: HTTPResponse) -> str:
     return response.body.decode("utf-8")
-
-
-def session_id(cookie_value: str) -> str:
-    """The session id inside a signed session cookie (the test knows the secret)."""
-    raw = tornado.web.decode_signed_value(
-        SECRET, SESSION, cookie_value.strip('"'), max_age_days=float("inf"), min_version=2
-    )
-    assert raw is not None, "the session cookie does not verify"
-    payload = orjson.loads(raw)
-    assert isinstance(payload["i"], str)
-    return payload["i"]
 
 
 class TestCounter(AsyncHTTPTestCase):
@@ -129,7 +112,7 @@ class TestCounter(AsyncHTTPTestCase):
         browser = Browser(self)
         browser.get("/")
         browser.get("/")
-        browser.jar.clear()
+        browser.clear_cookies()
         self.assertEqual(text(browser.get("/")), "1")
 
 
@@ -157,6 +140,11 @@ class LoginAppTest(AsyncHTTPTestCase):
         self.browser = Browser(self)
 
     def get_app(self) -> tornado.web.Application:
+        #: The application, for the browsers' session transactions.
+        self.app = self.make_app()
+        return self.app
+
+    def make_app(self) -> tornado.web.Application:
         return login.make_app(
             cookie_secret=SECRET, session=SessionOptions(store=self.store), users=self.users
         )
@@ -185,6 +173,13 @@ class LoginAppTest(AsyncHTTPTestCase):
     def assert_logged_out(self, browser: Browser, cookies: dict[str, str] | None = None) -> None:
         self.assert_redirect(browser.get("/profile", cookies=cookies), "/login")
 
+    def assert_session_is_gone(self, cookie: str) -> None:
+        """A browser holding ``cookie`` loads no session: its record was destroyed."""
+        old = Browser(self)
+        old.set_cookie(SESSION, cookie)
+        with old.session_transaction(self.app) as session:
+            self.assertTrue(session.is_new)
+
 
 class TestLoginFlow(LoginAppTest):
     def test_index_sends_visitors_to_login_and_users_to_profile(self) -> None:
@@ -197,12 +192,12 @@ class TestLoginFlow(LoginAppTest):
             response = self.browser.get(path)
             self.assertEqual(response.code, 200)
             self.assertIn('name="_xsrf"', text(response))
-            self.assertNotIn(SESSION, self.browser.jar)
+            self.assertNotIn(SESSION, self.browser.cookies)
 
     def test_signup_logs_in_and_profile_shows_the_username(self) -> None:
         response = self.signup(self.browser)
         self.assert_redirect(response, "/profile")
-        self.assertIn(SESSION, self.browser.jar)
+        self.assertIn(SESSION, self.browser.cookies)
         profile = self.browser.follow(response)
         self.assertEqual(profile.code, 200)
         self.assertIn('<strong id="username">alice</strong>', text(profile))
@@ -218,18 +213,29 @@ class TestLoginFlow(LoginAppTest):
     def test_login_answers_302_to_profile_under_a_new_session_id(self) -> None:
         self.signup(self.browser)
         self.browser.post("/logout")
-        before = self.browser.jar[SESSION]  # the anonymous session holding the flash
-        old_id = session_id(before)
+        # A session from before the login: one an attacker planted in the browser, say.
+        with self.browser.session_transaction(self.app) as session:
+            session["theme"] = "dark"
+        before = self.browser.cookies[SESSION]
+        with self.browser.session_transaction(self.app) as session:
+            old_id = session.id
         response = self.login(self.browser)
         self.assert_redirect(response, "/profile")
-        after = self.browser.jar[SESSION]
-        self.assertNotEqual(session_id(after), old_id)
+        with self.browser.session_transaction(self.app) as session:
+            self.assertNotEqual(session.id, old_id)
+            self.assertEqual((session["username"], session["theme"]), ("alice", "dark"))
         self.assertIn("Welcome back, alice.", text(self.browser.follow(response)))
-        # The id from before the login (a planted one, say) is worth nothing now.
-        self.assertIsNone(self.io_loop.run_sync(
-            lambda: self.store.get(hash_session_id(old_id))
-        ))
+        # The id from before the login is worth nothing now: its record is gone.
+        self.assert_session_is_gone(before)
         self.assert_logged_out(self.browser, cookies={SESSION: before})
+
+    def test_a_session_set_up_by_the_test_is_logged_in(self) -> None:
+        self.signup(Browser(self))  # the account; this browser never sees the login form
+        with self.browser.session_transaction(self.app) as session:
+            session.update(user_id="1", username="alice", login_at=0)
+        profile = self.browser.get("/profile")
+        self.assertEqual(profile.code, 200)
+        self.assertIn('<strong id="username">alice</strong>', text(profile))
 
     def test_profile_sends_visitors_to_login_with_a_message(self) -> None:
         response = self.browser.get("/profile")
@@ -245,16 +251,15 @@ class TestLoginFlow(LoginAppTest):
 
     def test_logout_destroys_the_session_and_its_old_cookie(self) -> None:
         self.signup(self.browser)
-        old_cookie = self.browser.jar[SESSION]
-        old_id = session_id(old_cookie)
+        old_cookie = self.browser.cookies[SESSION]
         response = self.browser.post("/logout")
         self.assert_redirect(response, "/login")
+        self.assertNotIn(SESSION, self.browser.cookies)  # expired, and no new one for the message
         self.assertIn("You are logged out.", text(self.browser.follow(response)))
         self.assert_logged_out(self.browser)
         self.assert_logged_out(self.browser, cookies={SESSION: old_cookie})
-        self.assertIsNone(self.io_loop.run_sync(
-            lambda: self.store.get(hash_session_id(old_id))
-        ))
+        self.assert_session_is_gone(old_cookie)
+        self.assertEqual(self.io_loop.run_sync(self.store.count), 0)
 
     def test_logout_everywhere_ends_every_session_of_the_user_only(self) -> None:
         laptop, phone, other = self.browser, Browser(self), Browser(self)
@@ -312,7 +317,7 @@ class TestLoginFailures(LoginAppTest):
     def test_unknown_user_gets_the_same_answer_as_a_wrong_password(self) -> None:
         response = self.login(self.browser, "nobody", "some password")
         self.assert_form_with(response, 403, "Wrong username or password.")
-        self.assertNotIn(SESSION, self.browser.jar)
+        self.assertNotIn(SESSION, self.browser.cookies)
 
     def test_missing_xsrf_token_is_refused(self) -> None:
         self.signup(self.browser)
@@ -346,7 +351,7 @@ class TestLoginFailures(LoginAppTest):
             with self.subTest(form=form):
                 self.assert_form_with(self.browser.post("/signup", form), 400, message)
         self.assertIsNone(self.io_loop.run_sync(lambda: self.users.find("dave")))
-        self.assertNotIn(SESSION, self.browser.jar)
+        self.assertNotIn(SESSION, self.browser.cookies)
 
     def test_longest_allowed_username_and_password_work(self) -> None:
         name, password = "u" * 64, "p" * 1024
@@ -378,7 +383,7 @@ class TestLoginFailures(LoginAppTest):
         response = self.fetch(
             "/login", method="POST",
             body=b"username=%FF%FE&password=x&_xsrf=" + (self.browser.xsrf or "").encode(),
-            headers={"Cookie": "; ".join(f"{k}={v}" for k, v in self.browser.jar.items())},
+            headers={"Cookie": self.browser.cookie_header("/login") or ""},
         )
         self.assertEqual(response.code, 400)
 
@@ -439,12 +444,12 @@ class TestLoginTiming(LoginAppTest):
                     response = self.browser.post("/login", form)
                     self.assertIn(response.code, (302, 400, 403), text(response))
                     self.assertEqual(scrypt.take(), [cost])
-                    self.browser.jar.pop(SESSION, None)  # anonymous again
+                    self.browser.delete_cookie(SESSION)  # anonymous again
             with self.subTest("invalid UTF-8"):
                 response = self.fetch(
                     "/login", method="POST",
                     body=b"username=%FF%FE&password=x&_xsrf=" + (self.browser.xsrf or "").encode(),
-                    headers={"Cookie": f"_xsrf={self.browser.jar['_xsrf']}"},
+                    headers={"Cookie": f"_xsrf={self.browser.cookies['_xsrf']}"},
                 )
                 self.assertEqual(response.code, 400)
                 self.assertEqual(scrypt.take(), [cost])
@@ -458,9 +463,13 @@ class TestAnonymousVisitors(LoginAppTest):
             self.assertNotIn(SESSION, set_cookies(response))
         self.assertEqual(self.io_loop.run_sync(self.store.count), 0)
 
-    def test_the_login_notice_is_a_fixed_text_never_the_cookies(self) -> None:
-        for value in ("<script>alert(1)</script>", "profile%3Cb%3E", "x" * 100):
-            page = self.browser.get("/login", cookies={"login_notice": value})
+    def test_a_forged_flash_cookie_shows_nothing(self) -> None:
+        # A visitor's messages wait in a signed cookie: only texts the app flashed are shown.
+        self.browser.get("/profile")  # a real one, to tamper with
+        genuine = self.browser.cookies[FLASH]
+        for value in ("<script>alert(1)</script>", "profile%3Cb%3E", "x" * 100,
+                      genuine[:-1] + ("0" if genuine[-1] != "0" else "1")):
+            page = self.browser.get("/login", cookies={FLASH: value})
             self.assertEqual(page.code, 200)
             self.assertNotIn("<script>alert", text(page))
             self.assertNotIn(value, text(page))
@@ -468,7 +477,7 @@ class TestAnonymousVisitors(LoginAppTest):
 
     def test_anonymous_logout_stores_nothing(self) -> None:
         self.browser.get("/login")
-        xsrf = {"_xsrf": self.browser.jar["_xsrf"]}
+        xsrf = {"_xsrf": self.browser.cookies["_xsrf"]}
         for _ in range(50):
             response = self.browser.post("/logout", cookies=xsrf)
             self.assert_redirect(response, "/login")
@@ -482,11 +491,10 @@ class TestAnonymousVisitors(LoginAppTest):
                 self.browser.post("/login", {"username": "alice", "password": "correct horse"}),
                 "/profile",
             )
-        key = hash_session_id(session_id(self.browser.jar[SESSION]))
-        record = self.io_loop.run_sync(lambda: self.store.get(key))
-        assert record is not None
-        self.assertEqual(len(record["flash"]), 10)
-        self.assertEqual(record["flash"][-1], ["info", "Welcome back, alice."])
+        with self.browser.session_transaction(self.app) as session:
+            messages = session[FLASH_KEY]
+        self.assertEqual(len(messages), 10)
+        self.assertEqual(messages[-1], ["info", "Welcome back, alice."])
         profile = self.browser.get("/profile")
         self.assertEqual(text(profile).count('class="flash'), 10)
 
@@ -534,7 +542,7 @@ class TestLoginThrottle(LoginAppTest):
         # Even the right password: the guesses stop here.
         right = self.browser.post("/login", {"username": "alice", "password": "correct horse"})
         self.assert_throttled(right)
-        self.assertNotIn(SESSION, self.browser.jar)
+        self.assertNotIn(SESSION, self.browser.cookies)
         # Another name from the same address is not locked.
         self.assert_redirect(
             self.browser.post("/login", {"username": "bob", "password": "bobs password"}),
@@ -553,12 +561,12 @@ class TestLoginThrottle(LoginAppTest):
         for number in range(19):  # 19 failures, 4 at most per name
             self.assertEqual(self.guess(f"user{number // 4}").code, 403)
         for _ in range(3):
-            self.browser.jar.pop(SESSION, None)
+            self.browser.delete_cookie(SESSION)
             self.assert_redirect(
                 self.browser.post("/login", {"username": "alice", "password": "correct horse"}),
                 "/profile",
             )
-        self.browser.jar.pop(SESSION, None)
+        self.browser.delete_cookie(SESSION)
         self.assertEqual(self.guess("carol").code, 403)  # the 20th failure
         self.assert_throttled(self.guess("dave"))
 
@@ -600,14 +608,14 @@ class UnreachableUsers(login.MemoryUsers):
 
 
 class TestLoginThrottleOutage(LoginAppTest):
-    def get_app(self) -> tornado.web.Application:
+    def make_app(self) -> tornado.web.Application:
         self.users = UnreachableUsers()
-        return super().get_app()
+        return super().make_app()
 
     def test_an_outage_of_the_users_store_is_not_a_failed_login(self) -> None:
         assert isinstance(self.users, UnreachableUsers)
         self.signup(self.browser, "alice", "correct horse")
-        self.browser.jar.pop(SESSION)
+        self.browser.delete_cookie(SESSION)
         self.users.down = True
         form = {"username": "alice", "password": "correct horse"}
         with ExpectLog("tornado_session", ".*answered 503", required=False):
@@ -615,7 +623,7 @@ class TestLoginThrottleOutage(LoginAppTest):
                 response = AsyncHTTPTestCase.fetch(
                     self, "/login", method="POST",
                     body=urllib.parse.urlencode({**form, "_xsrf": self.browser.xsrf or ""}),
-                    headers={"Cookie": f"_xsrf={self.browser.jar['_xsrf']}"},
+                    headers={"Cookie": f"_xsrf={self.browser.cookies['_xsrf']}"},
                 )
                 self.assertEqual(response.code, 503)
         self.users.down = False
@@ -645,7 +653,7 @@ class TestLoginThrottleBehindAProxy(LoginAppTest):
 
 
 class TestLoginThrottleWindow(LoginAppTest):
-    def get_app(self) -> tornado.web.Application:
+    def make_app(self) -> tornado.web.Application:
         self.now = 1000.0
         return login.make_app(
             cookie_secret=SECRET, session=SessionOptions(store=self.store), users=self.users,
@@ -866,7 +874,8 @@ class TestDevicesPage(LoginAppTest):
 
     def test_visitors_are_sent_to_login(self) -> None:
         self.assert_redirect(self.browser.get("/devices"), "/login")
-        self.assertNotIn(SESSION, self.browser.jar)
+        self.assertNotIn(SESSION, self.browser.cookies)
+        self.assertIn("Log in to see your devices.", text(self.browser.get("/login")))
 
     def test_each_login_is_listed_and_the_current_one_marked(self) -> None:
         self.signup(self.browser)

@@ -57,7 +57,7 @@ class TestLoginOnMongo(LoginAppTest):
         self.db.close()
         super().tearDown()
 
-    def get_app(self) -> tornado.web.Application:
+    def make_app(self) -> tornado.web.Application:
         with ExpectLog("examples.login", ".*users and sessions in MongoDB, database "
                        f"'{self.database}'", level=20):
             self.store, self.users = self.io_loop.run_sync(
@@ -100,10 +100,14 @@ class TestLoginOnMongo(LoginAppTest):
         self.signup(self.browser)
         self.browser.post("/logout")
         sessions = self.db[self.database]["sessions"]
-        self.assertEqual(sessions.count_documents({"data.user_id": {"$exists": True}}), 0)
-        before = self.browser.jar[SESSION]
+        self.assertEqual(sessions.count_documents({}), 0)  # the logout message needs none
+        with self.browser.session_transaction(self.app) as session:  # a session before login
+            session["theme"] = "dark"
+        self.assertEqual(sessions.count_documents({}), 1)
+        before = self.browser.cookies[SESSION]
         self.assert_redirect(self.login(self.browser), "/profile")
-        self.assertNotEqual(self.browser.jar[SESSION], before)
+        self.assertNotEqual(self.browser.cookies[SESSION], before)
+        self.assertEqual(sessions.count_documents({}), 1)  # the old document went
         self.assert_logged_out(self.browser, cookies={SESSION: before})
         self.assertEqual(self.browser.get("/profile").code, 200)
 

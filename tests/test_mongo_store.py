@@ -354,5 +354,5 @@ class TestConstruction(AsyncTestCase):
         )
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                 check=True)
-        hint = 'MongoStore needs PyMongo: pip install "tornado-session[mongo]"'
+        hint = 'MongoStore needs PyMongo: pip install "tornado-async-session[mongo]"'
         self.assertEqual(result.stdout.splitlines(), [hint] * 3)

@@ -766,10 +766,11 @@ class TestConstruction(RedisServerCase, AsyncTestCase):
 
     def test_without_redis_installed_construction_names_the_extra(self) -> None:
         blocked = {"redis": None, "redis.asyncio": None, "redis.exceptions": None}
+        hint = r'pip install "tornado-async-session\[redis\]"'
         with mock.patch.dict(sys.modules, blocked):
-            with self.assertRaisesRegex(ImportError, r'pip install "tornado-session\[redis\]"'):
+            with self.assertRaisesRegex(ImportError, hint):
                 RedisStore(object())  # type: ignore[arg-type]
-            with self.assertRaisesRegex(ImportError, r'pip install "tornado-session\[redis\]"'):
+            with self.assertRaisesRegex(ImportError, hint):
                 RedisStore.from_url("redis://127.0.0.1")
 
     def test_importing_the_package_does_not_import_redis(self) -> None:
@@ -788,7 +789,7 @@ class TestConstruction(RedisServerCase, AsyncTestCase):
             [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
         )
         self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertIn('pip install "tornado-session[redis]"', result.stdout)
+        self.assertIn('pip install "tornado-async-session[redis]"', result.stdout)
 
 
 class TestClose(RedisCase):

@@ -6,6 +6,9 @@ from .options import SessionOptions
 from .session import Session
 from .users import UserSession
 
+#: This release's version; the package's metadata reads it from here.
+__version__ = "0.2.0"
+
 __all__ = [
     "Session",
     "SessionError",

@@ -48,7 +48,8 @@ class SessionConfig:
     ``cookie_line`` writes the ``Set-Cookie`` line (for the mixin).
     """
 
-    __slots__ = ("_cookies", "codec", "cookie_line", "keys", "options", "retry_after")
+    __slots__ = ("_cookies", "_flash_codec", "_flash_line", "codec", "cookie_line", "keys",
+                 "options", "retry_after")
 
     def __init__(self, options: SessionOptions, codec: CookieCodec, *, keys: Any = None) -> None:
         self.options = options
@@ -62,6 +63,8 @@ class SessionConfig:
         #: ``Retry-After`` seconds for a 503 caused by a store outage.
         self.retry_after = max(1, math.ceil(options.reconnect_timeout))
         self._cookies: dict[str, CookiePayload] = {}
+        self._flash_codec: CookieCodec | None = None
+        self._flash_line: SetCookieLine | None = None
 
     def use_codec(self, codec: CookieCodec, *, keys: Any) -> None:
         """Sign and verify with ``codec`` from now on; forget what the old one verified.
@@ -72,6 +75,32 @@ class SessionConfig:
         self.codec = codec
         self.keys = keys
         self._cookies = {}
+        self._flash_codec = None
+
+    @property
+    def flash_cookie(self) -> str:
+        """The name of the cookie that carries the flash messages of a visitor without a session."""
+        return self.options.key + ".flash"
+
+    @property
+    def flash_codec(self) -> CookieCodec:
+        """The codec of the flash cookie: the session's signing, under the flash cookie's name."""
+        codec = self._flash_codec
+        if codec is None:
+            codec = self._flash_codec = self.codec.renamed(self.flash_cookie)
+        return codec
+
+    @property
+    def flash_line(self) -> SetCookieLine:
+        """Writes the flash cookie's ``Set-Cookie`` line, with the session cookie's attributes."""
+        line = self._flash_line
+        if line is None:
+            options = self.options
+            line = self._flash_line = SetCookieLine(
+                self.flash_cookie, domain=options.domain, path=options.path,
+                httponly=options.httponly, samesite=options.samesite,
+            )
+        return line
 
     def read_cookie(self, value: str) -> CookiePayload | None:
         """The fields of a cookie value that is ours and untampered, else ``None``.

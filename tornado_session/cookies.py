@@ -74,6 +74,15 @@ class CookieCodec:
         self._encode = encode
         self._decode = decode
 
+    def renamed(self, name: str) -> CookieCodec:
+        """A codec for the cookie ``name``, signing and encoding as this one does.
+
+        The signature covers the name, so a value made for one cookie never
+        verifies as the other's.
+        """
+        return CookieCodec(name, sign=self._sign, unsign=self._unsign, encode=self._encode,
+                           decode=self._decode)
+
     def dumps(self, payload: dict[str, Any]) -> str:
         """Return the cookie value for ``payload``.
 
@@ -88,7 +97,7 @@ class CookieCodec:
         size = len(self.name) + 1 + len(value)
         if size > MAX_COOKIE_SIZE:
             raise CookieTooLargeError(
-                f"the session cookie {self.name!r} would be {size} bytes, more than the "
+                f"the cookie {self.name!r} would be {size} bytes, more than the "
                 f"{MAX_COOKIE_SIZE} bytes browsers keep; store less in the session or use a store",
                 size=size,
             )

@@ -37,8 +37,11 @@ class StoreUnavailableError(SessionError):
 class SessionNotLoadedError(SessionError):
     """``handler.session`` was touched before the session was loaded.
 
-    With ``lazy=True`` a handler must ``await self.load_session()`` before it
-    reads or writes ``self.session``.
+    With lazy loading (``lazy=True``, or the handler's ``session_lazy = True``)
+    a handler must ``await self.load_session()`` before it reads or writes
+    ``self.session``.  Otherwise ``SessionMixin.prepare()`` loads it: a
+    handler's own ``prepare()`` must ``await super().prepare()`` before it uses
+    the session.  The message names the handler and what to change.
     """
 
 

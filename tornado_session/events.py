@@ -1,7 +1,8 @@
 """A tiny event emitter: `on`, `off`, `emit`.
 
-Session options (``session:missed``, ``session:invalid``, ``session:expired``)
-and stores (``connect``, ``disconnect``) report what happened through it.  Each
+Session options (``session:missed``, ``session:invalid``, ``session:expired``,
+``session:store``) and stores (``connect``, ``disconnect``) report what
+happened through it.  Each
 listener is called with one dict, which has at least a ``key`` entry.
 """
 
@@ -42,6 +43,16 @@ class EventEmitter:
         listeners = self._listeners.get(event)
         if listeners and listener in listeners:
             listeners.remove(listener)
+            if not listeners:  # (so that `listened` is one dict lookup)
+                del self._listeners[event]
+
+    def listened(self, event: str) -> bool:
+        """Whether ``event`` has a listener.
+
+        An emitter whose payload costs something to gather (a timing, say)
+        asks first, so that nobody pays for an event nobody listens to.
+        """
+        return event in self._listeners
 
     def listeners(self, event: str) -> list[Listener]:
         """Return a copy of the listeners registered for ``event``."""

@@ -32,6 +32,7 @@ from __future__ import annotations
 import enum
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
@@ -49,6 +50,13 @@ from .users import coarse_address, short_agent
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+
+#: The event each store call is reported with, to whoever listens on ``options.events``
+#: (`SessionContext.call_store`).
+STORE_EVENT = "session:store"
+
+#: The ``operation`` of a store call's event, by the name of the store method.
+_OPERATIONS = {"get": "load", "set": "save", "touch": "touch", "destroy": "destroy"}
 
 #: How many values of the session cookie one request may make us check: a browser
 #: sends one or two; a request with more is not given a signature check (and a
@@ -246,6 +254,19 @@ class _Rest(Awaitable[_T]):
         return self._coroutine.__await__()
 
 
+class _Stopwatch:
+    """When an observed store call started (`SessionContext._observed_call`)."""
+
+    __slots__ = ("started",)
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    def restart(self) -> None:
+        """Start again from now: what went before was not the store's time."""
+        self.started = time.perf_counter()
+
+
 class SessionContext:
     """The session of one request, from load to commit: the one owner of its state.
 
@@ -255,8 +276,8 @@ class SessionContext:
     """
 
     __slots__ = ("_running_now", "committed", "config", "cookie_line", "cookie_values", "device",
-                 "finishing", "handler", "name", "outage", "session", "state", "stopped",
-                 "store_key", "touched")
+                 "finishing", "flashes", "handler", "name", "outage", "session", "state",
+                 "stopped", "store_key", "touched")
 
     def __init__(
         self, config: SessionConfig, cookie_values: Sequence[str] = (), *, handler: Any = None,
@@ -287,6 +308,8 @@ class SessionContext:
         self.finishing: Any = None
         #: The ``Set-Cookie`` line sent for the session, if any (a second one replaces it).
         self.cookie_line: str | None = None
+        #: The request's flash messages, once it uses them (a `tornado_session.flash.Flashes`).
+        self.flashes: Any = None
         self._running_now = False
 
     # -- load ----------------------------------------------------------------
@@ -628,16 +651,29 @@ class SessionContext:
 
     # -- store access -------------------------------------------------------------
 
-    async def call_store(
+    def call_store(
         self, method: Callable[..., Awaitable[_T]], *args: Any, **kwargs: Any
-    ) -> _T:
+    ) -> Awaitable[_T]:
         """Call a store method, waiting up to ``reconnect_timeout`` for an outage to end.
 
         A store that reports itself disconnected is given that long to emit
         ``connect``; a call that fails because the backend just went away is
         tried once more after the reconnect.  Past that, `StoreUnavailableError`.
         An answer at hand (`Ready`) is taken without awaiting anything.
+
+        Every store call of the lifecycle passes here, so this is where they
+        are observed: when ``options.events`` has a listener of
+        ``session:store`` (`STORE_EVENT`), each call is timed and reported to
+        it (`_observed_call`); when nobody listens nothing is timed.
         """
+        if self.config.options.events.listened(STORE_EVENT):
+            return self._observed_call(method, args, kwargs)
+        return self._call_store(None, method, args, kwargs)
+
+    async def _call_store(
+        self, watch: _Stopwatch | None, method: Callable[..., Awaitable[_T]],
+        args: tuple[Any, ...], kwargs: dict[str, Any],
+    ) -> _T:
         store: Store = self.config.options.store  # type: ignore[assignment]
         if store.connected:
             try:
@@ -646,16 +682,60 @@ class SessionContext:
                     return answer.value  # type: ignore[no-any-return]
                 if self._running_now:
                     await _MUST_WAIT
+                    if watch is not None:  # the store's work starts now, in the task
+                        watch.restart()
                 return await answer
             except StoreUnavailableError:
                 if store.connected:
                     raise
-        await self._wait_for_store(store)
+        await self._wait_for_store(store, watch)
         return await method(*args, **kwargs)
 
-    async def _wait_for_store(self, store: Store) -> None:
+    async def _observed_call(
+        self, method: Callable[..., Awaitable[_T]], args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> _T:
+        """`_call_store`, timed, and reported as a ``session:store`` event.
+
+        The payload: ``key`` (the cookie name), ``operation`` (``"load"``,
+        ``"save"``, ``"touch"`` or ``"destroy"``), ``outcome`` (``"ok"``;
+        ``"miss"``: the store answered that there is no live record;
+        ``"unavailable"``: the store could not be reached within
+        ``reconnect_timeout``; ``"error"``: anything else went wrong),
+        ``seconds`` (from the call to its answer, a wait for a reconnect
+        included; a call that must wait is timed from when its task runs it,
+        not from the turn that handed it over), ``store`` (the store's class
+        name), ``error`` (the exception, or ``None``) and ``handler``.
+        """
+        watch = _Stopwatch()
+        outcome = "error"
+        error: BaseException | None = None
+        try:
+            result = await self._call_store(watch, method, args, kwargs)
+        except StoreUnavailableError as exc:
+            outcome, error = "unavailable", exc
+            raise
+        except Exception as exc:
+            error = exc
+            raise
+        else:
+            outcome = "miss" if result is None or result is False else "ok"
+            return result
+        finally:
+            seconds = time.perf_counter() - watch.started
+            options = self.config.options
+            name = getattr(method, "__name__", "")
+            options.events.emit(STORE_EVENT, {
+                "key": options.key, "operation": _OPERATIONS.get(name, name),
+                "outcome": outcome, "seconds": seconds,
+                "store": type(options.store).__name__, "error": error, "handler": self.handler,
+            })
+
+    async def _wait_for_store(self, store: Store, watch: _Stopwatch | None = None) -> None:
         if self._running_now:
             await _MUST_WAIT
+            if watch is not None:
+                watch.restart()
         timeout = self.config.options.reconnect_timeout
         if not await store.wait_connected(timeout):
             raise StoreUnavailableError(

@@ -22,7 +22,7 @@ import functools
 import logging
 import sys
 import types
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import tornado.web
@@ -32,6 +32,7 @@ from tornado.iostream import StreamClosedError
 from .config import SessionConfig
 from .cookies import CookieCodec, Signer
 from .errors import SessionNotLoadedError, SessionOptionError, StoreUnavailableError
+from .flash import Flashes
 from .lifecycle import CookieUpdate, SessionContext
 from .options import SessionOptions
 from .session import Session
@@ -72,8 +73,38 @@ class SessionMixin(_HandlerBase):
     #: save, ``False`` skips every session write of this request.
     session_save: bool | None = None
 
+    #: Per-handler override of the ``lazy`` option: ``None`` follows the
+    #: option, ``True`` loads only on ``await self.load_session()``, ``False``
+    #: loads in ``prepare()`` (for a request that carries a session cookie).
+    session_lazy: bool | None = None
+
+    #: How many flash messages wait for the next page at most; past it the
+    #: oldest are dropped, so a client that never shows a page (a script
+    #: posting again and again) cannot grow a session or a cookie without end.
+    flash_max: int = 10
+
     #: This request's session, from load to commit (made on first need).
     _session_ctx: SessionContext | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Check the handler's `session_lazy` and `flash_max` when the class is defined.
+
+        A wrong value fails at import time, naming the handler, rather than
+        misbehaving in a request: ``session_lazy = "yes"`` would read as true,
+        ``flash_max = 0`` would keep every message.
+        """
+        super().__init_subclass__(**kwargs)
+        lazy: Any = cls.session_lazy
+        if lazy is not None and type(lazy) is not bool:
+            raise SessionOptionError(
+                f"{cls.__name__}.session_lazy must be None (follow the lazy option), True or "
+                f"False, not {lazy!r}"
+            )
+        limit: Any = cls.flash_max
+        if type(limit) is not int or limit < 1:
+            raise SessionOptionError(
+                f"{cls.__name__}.flash_max must be an int of 1 or more, not {limit!r}"
+            )
 
     # -- configuration ----------------------------------------------------------
 
@@ -133,27 +164,20 @@ class SessionMixin(_HandlerBase):
         header = headers["Cookie"]
         if name not in header:
             return ()
-        values = []
-        for chunk in header.split(";"):
-            cookie_name, sep, value = chunk.partition("=")
-            if sep and cookie_name.strip() == name:
-                value = value.strip()
-                if len(value) > 1 and value[0] == value[-1] == '"':
-                    value = value[1:-1]
-                values.append(value)
-        return tuple(values)
+        return _cookie_values(header, name)
 
     # -- loading ----------------------------------------------------------------
 
     def prepare(self) -> Awaitable[Any]:
-        """Load the session, unless ``lazy=True``.
+        """Load the session, unless loading is lazy (`session_lazy`, or ``lazy=True``).
 
         Only a request that carries a session cookie is read from the store;
         for one that carries none nothing is done until the handler touches
         ``self.session``.  Returns an awaitable (``await super().prepare()``).
         """
         config = application_config(self.application)
-        if config.options.lazy:
+        lazy = self.session_lazy
+        if config.options.lazy if lazy is None else lazy:
             return _PREPARED
         cookie_values = self.get_session_cookie()
         if not any(cookie_values):  # no context at all: the common anonymous request
@@ -166,8 +190,13 @@ class SessionMixin(_HandlerBase):
         ``session = await self.load_session()``.  Idempotent; raises
         `StoreUnavailableError` (answered with 503) when the store stays
         unreachable past ``reconnect_timeout``.
+
+        The session it returns is the handler's as much as ``self.session``
+        is: the response varies on the cookie (``Vary: Cookie``) from here.
         """
-        return self._session_context().load()
+        context = self._session_context()
+        context.touched = True
+        return context.load()
 
     @property
     def session(self) -> Session:
@@ -200,18 +229,68 @@ class SessionMixin(_HandlerBase):
         context.touched = True
 
     def _session_unloaded(self, context: SessionContext) -> Session:
-        """Give a session that needs no loading, or say what to call."""
-        if context.config.options.lazy:
+        """Give a session that needs no loading, or say exactly what to change.
+
+        Loading may need the store, and ``self.session`` cannot wait for it:
+        the handler must have awaited the load before.  With the default,
+        eager loading that is ``SessionMixin.prepare()``, which has not run
+        when this is reached (after it, the session is always loaded): the
+        handler's own ``prepare()`` used the session before calling it, or
+        never called it.
+        """
+        name = type(self).__name__
+        lazy = self.session_lazy
+        if lazy is None and context.config.options.lazy:
             raise SessionNotLoadedError(
-                f"{type(self).__name__} touched self.session before loading it; "
+                f"{name} touched self.session before loading it; "
                 "with lazy=True call `await self.load_session()` first"
             )
-        if context.cookie_values:
+        if lazy:
             raise SessionNotLoadedError(
-                f"{type(self).__name__}.prepare() did not run SessionMixin.prepare(); "
-                "call `await super().prepare()` from your prepare()"
+                f"{name} touched self.session before loading it; "
+                f"{name}.session_lazy is True: call `await self.load_session()` first"
+            )
+        if context.cookie_values:
+            prepare, method = self._session_user_on_the_stack()
+            if prepare is not None or method is None:
+                raise SessionNotLoadedError(
+                    f"{name} used the session before SessionMixin.prepare() loaded it: "
+                    f"call `await super().prepare()` first in {prepare or name + '.prepare'}(), "
+                    "before anything that uses the session (self.session, or a current_user "
+                    "read from it), or `await self.load_session()` before that use"
+                )
+            if method.rpartition(".")[2].upper() in self.SUPPORTED_METHODS:
+                raise SessionNotLoadedError(
+                    f"{name} used the session in {method}(), but SessionMixin.prepare() "
+                    f"never loaded it: {type(self).prepare.__qualname__}() must call "
+                    "`await super().prepare()`, first"
+                )
+            raise SessionNotLoadedError(
+                f"{name} used the session in {method}(), before SessionMixin.prepare() "
+                "loaded it: use it in prepare() after `await super().prepare()`, or in the "
+                "handler method, or `await self.load_session()` before that use"
             )
         return context.start_new()
+
+    def _session_user_on_the_stack(self) -> tuple[str | None, str | None]:
+        """Which of the handler's methods used the session: its running ``prepare()``, if any.
+
+        Returns the qualified names of the handler's ``prepare()`` on the
+        stack and of the innermost method of the handler there (outside this
+        module).  The ``prepare()`` to change may be a base class's, and the
+        use may be elsewhere (``initialize()``): the error names the one to
+        change.  Walked only on that error's path, so it costs nothing else.
+        """
+        method: str | None = None
+        frame: types.FrameType | None = sys._getframe(1)
+        while frame is not None:
+            code = frame.f_code
+            if code.co_filename != __file__ and frame.f_locals.get("self") is self:
+                if code.co_name == "prepare":
+                    return code.co_qualname, method or code.co_qualname
+                method = method or code.co_qualname
+            frame = frame.f_back
+        return None, method
 
     # -- what the handler can do --------------------------------------------------
 
@@ -309,6 +388,88 @@ class SessionMixin(_HandlerBase):
         )
         self._send_session_cookie(commit.value if type(commit) is Ready else await commit)
 
+    # -- flash messages -------------------------------------------------------------
+
+    def flash(self, message: str, category: str = "info") -> None:
+        """Keep ``message`` for the next page that shows flash messages, once.
+
+        The usual place is just before a redirect: ``self.flash("Saved.")``,
+        then ``self.redirect(...)``; the page redirected to shows it with
+        `get_flashed_messages`.  ``category`` is a word of your choosing
+        (``"info"``, ``"error"``...) that pages can filter on or style by.
+
+        A visitor who has a session keeps the messages in it (under the key
+        ``"_flashes"``); one who has none keeps them in a small signed cookie
+        of their own, the session cookie's name plus ``.flash``, so that a
+        flash never stores a session for a visitor who has none.  At most
+        `flash_max` wait, the oldest dropped first.  Like a session change,
+        it is sent at the end of the response: call it before ``flush()``.
+        """
+        context = self._session_ctx or self._session_context()
+        flashes = self._flashes(context)
+        if flashes.add(self._flash_session(context), message, category, limit=self.flash_max):
+            context.touched = True
+
+    def get_flashed_messages(
+        self, with_categories: bool = False, category_filter: Iterable[str] = ()
+    ) -> list[Any]:
+        """Return the flash messages waiting for this page, oldest first; they are then gone.
+
+        Messages are strings, or ``(category, message)`` pairs with
+        ``with_categories=True``.  ``category_filter`` keeps only the messages
+        of those categories.  Every waiting message is taken at the first
+        call, whatever the filter (as in Flask), and later calls in the same
+        request see the same messages, so a page can show its errors and its
+        notices in two places::
+
+            {% for text in handler.get_flashed_messages(category_filter=["error"]) %}
+
+        A response that shows them varies on the cookie (``Vary: Cookie``).
+        """
+        if isinstance(category_filter, str):
+            raise TypeError(
+                "get_flashed_messages() takes category_filter as a list of categories, "
+                f"such as [{category_filter!r}], not a str"
+            )
+        context = self._session_ctx or self._session_context()
+        messages = self._flashes(context).take(self._flash_session(context))
+        context.touched = True
+        wanted = set(category_filter)
+        if wanted:
+            messages = [item for item in messages if item[0] in wanted]
+        if with_categories:
+            return [(category, text) for category, text in messages]
+        return [text for _, text in messages]
+
+    def _flashes(self, context: SessionContext) -> Flashes:
+        flashes: Flashes | None = context.flashes
+        if flashes is None:
+            name = context.config.flash_cookie
+            header = self.request.headers.get("Cookie", "")
+            values = _cookie_values(header, name) if name in header else ()
+            flashes = context.flashes = Flashes(context.config, values)
+        return flashes
+
+    def _flash_session(self, context: SessionContext) -> Session | None:
+        """The loaded session; ``None`` for a visitor without a session cookie."""
+        session = context.session
+        if session is None and context.cookie_values:  # not loaded: say what to do
+            session = self._session_unloaded(context)
+        return session
+
+    def _send_flash_cookie(self, flashes: Flashes) -> None:
+        update = flashes.cookie_update()
+        if update is None:
+            return
+        config = application_config(self.application)
+        secure = config.options.secure
+        if secure is None:
+            secure = self.request.protocol == "https"
+        self._add_session_header("Set-Cookie", config.flash_line.format(
+            update.value, expires=_EPOCH_PLUS_A_DAY if update.max_age == 0 else update.expires,
+            max_age=update.max_age, secure=secure,
+        ))
+
     # -- finishing ------------------------------------------------------------------
 
     def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> Future[None]:
@@ -376,6 +537,9 @@ class SessionMixin(_HandlerBase):
             self._add_session_header("Vary", "Cookie")
         if context.outage and self.get_status() == 503:
             self.set_header("Retry-After", str(context.config.retry_after))
+        flashes = context.flashes
+        if flashes is not None and self.get_status() < 500 and self.session_save is not False:
+            self._send_flash_cookie(flashes)
 
     def _send_session_cookie(self, cookie: CookieUpdate | None) -> None:
         if cookie is not None:
@@ -464,6 +628,19 @@ class SessionMixin(_HandlerBase):
             logger.warning("%s answered 503: %s", type(self).__name__, value)
             return
         super().log_exception(typ, value, tb)
+
+
+def _cookie_values(header: str, name: str) -> tuple[str, ...]:
+    """Every value of the cookie ``name`` in a ``Cookie`` header, in order, without quotes."""
+    values = []
+    for chunk in header.split(";"):
+        cookie_name, sep, value = chunk.partition("=")
+        if sep and cookie_name.strip() == name:
+            value = value.strip()
+            if len(value) > 1 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            values.append(value)
+    return tuple(values)
 
 
 def _vary_tokens(handler: tornado.web.RequestHandler) -> set[str]:

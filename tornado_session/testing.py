@@ -16,22 +16,56 @@ It is a `tornado.testing.AsyncTestCase`, so pytest and unittest both run it
 (``python -m pytest tests/test_my_store.py`` or ``python -m unittest``).  The
 contract class itself is not collected; each subclass is.  See the guide's
 "Writing your own store" page for a whole example.
+
+For testing an application: `SessionClient`, a client that keeps cookies
+across requests as a browser does, and `SessionClient.session_transaction`,
+which sets or reads the client's session from a test, on every store and on
+cookie sessions, without knowing the cookie's payload or the store's keys::
+
+    from tornado_session.testing import SessionClient
+
+    class TestProfile(AsyncHTTPTestCase):
+        def get_app(self):
+            self.app = make_app()
+            return self.app
+
+        def test_profile_shows_the_user(self):
+            client = SessionClient(self)
+            with client.session_transaction(self.app) as session:
+                session["username"] = "ada"
+            self.assertIn(b"ada", client.fetch("/profile").body)
+
+The guide's "Testing your application" page has the whole story.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
+import http.cookies
 import time
-from typing import Any
+import types
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from tornado.testing import AsyncTestCase, gen_test
+from tornado.httpclient import HTTPResponse
+from tornado.httputil import HTTPHeaders
+from tornado.testing import AsyncTestCase, gen_test, get_async_test_timeout
 
 from . import serializers
 from .errors import SessionError, SessionSerializationError
+from .lifecycle import SessionContext
+from .session import Session
 from .stores.base import Owner, Store, UserId
 
-__all__ = ["FakeClock", "StoreContract"]
+if TYPE_CHECKING:
+    import tornado.web
+    from tornado.testing import AsyncHTTPTestCase
+
+__all__ = ["FakeClock", "SessionClient", "SessionTransaction", "StoreContract"]
 
 
 class FakeClock:
@@ -358,7 +392,7 @@ class StoreContract(AsyncTestCase):
         self.assertEqual(await self.store.count(), 0)
         self.assertIsNone(await self.store.get("a1"))
 
-    @gen_test
+    @gen_test(timeout=30)  # 300 writes: the Mongo wire server takes seconds on a busy machine
     async def test_count_and_clear_walk_many_sessions(self) -> None:
         self.needs_bulk_operations()
         for i in range(300):
@@ -716,3 +750,304 @@ class StoreContract(AsyncTestCase):
 def as_loaded(data: dict[str, Any]) -> serializers.Loaded:
     """``data`` as the lifecycle passes it as ``previous``: with its canonical JSON."""
     return serializers.Loaded.decode(serializers.dumps(data))
+
+
+# -- testing an application ------------------------------------------------------------
+
+#: The statuses after which `SessionClient` follows a ``Location`` (with ``follow_redirects``).
+_REDIRECTS = {301, 302, 303, 307, 308}
+
+#: Methods that Tornado's ``xsrf_cookies`` check leaves alone.
+_SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+@dataclass(slots=True)
+class _Cookie:
+    """A cookie the client holds: its value as sent back, and when it goes."""
+
+    #: The value as the server wrote it (quotes included): what a browser sends back.
+    coded: str
+    #: The value without quotes (what ``get_cookie`` gives the application).
+    value: str
+    #: When the browser forgets it (epoch seconds), or ``None`` at the browser's close.
+    expires: float | None
+
+
+class SessionClient:
+    """A client for `~tornado.testing.AsyncHTTPTestCase` tests that keeps cookies like a browser.
+
+    ``client = SessionClient(self)`` in a test.  Each response's
+    ``Set-Cookie`` headers are kept by name and path, and sent back to the
+    paths they match; a cookie set with ``Max-Age=0`` or an ``expires`` in
+    the past is deleted, and one whose time has come is no longer sent, as
+    a browser does.  `fetch` is for plain test methods, `fetch_async` for
+    ``@gen_test`` coroutines; neither follows redirects unless asked
+    (``follow_redirects=True`` follows them here, keeping the cookies each
+    step sets) nor raises for an HTTP error status: the test reads the
+    status.  For applications with ``xsrf_cookies=True``, a request other
+    than GET, HEAD or OPTIONS carries the ``_xsrf`` cookie's value in an
+    ``X-XSRFToken`` header, as a page's script would (``xsrf=False`` sends
+    none, to test the refusal).
+
+    `session_transaction` reads and changes the client's session from the
+    test.  Cookies are kept for one host (the test server's); their
+    ``Domain`` and ``Secure`` attributes are not checked.
+    """
+
+    def __init__(self, case: AsyncHTTPTestCase) -> None:
+        #: The test case whose server the client talks to.
+        self.case = case
+        self._jar: dict[tuple[str, str], _Cookie] = {}
+
+    # -- cookies ------------------------------------------------------------------
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        """The cookies the client holds, by name (a copy; values as the server wrote them).
+
+        A name held for several paths gives the value of the longest path.
+        """
+        self._forget_expired()
+        held: dict[str, str] = {}
+        for (name, _path), cookie in sorted(self._jar.items(), key=lambda item: len(item[0][1])):
+            held[name] = cookie.coded
+        return held
+
+    def set_cookie(self, name: str, value: str, *, path: str = "/") -> None:
+        """Hold the cookie ``name=value`` for ``path``, as if a response had set it."""
+        self._jar[(name, path)] = _Cookie(value, value.strip('"'), None)
+
+    def delete_cookie(self, name: str, *, path: str | None = None) -> None:
+        """Forget the cookie ``name`` for ``path`` (``None``: for every path)."""
+        for key in [key for key in self._jar if key[0] == name and path in (None, key[1])]:
+            del self._jar[key]
+
+    def clear_cookies(self) -> None:
+        """Forget every cookie, as a new browser would start."""
+        self._jar.clear()
+
+    def cookie_header(self, path: str = "/") -> str | None:
+        """The ``Cookie`` header a request to ``path`` carries, or ``None`` when it has none.
+
+        The cookies whose path matches ``path``, longest path first, as
+        browsers send them.
+        """
+        pairs = [f"{name}={cookie.coded}" for name, cookie in self._matching(path)]
+        return "; ".join(pairs) if pairs else None
+
+    def _matching(self, path: str) -> list[tuple[str, _Cookie]]:
+        self._forget_expired()
+        found = [(len(cookie_path), name, cookie)
+                 for (name, cookie_path), cookie in self._jar.items()
+                 if _path_matches(path, cookie_path)]
+        found.sort(key=lambda item: -item[0])
+        return [(name, cookie) for _, name, cookie in found]
+
+    def _forget_expired(self) -> None:
+        now = time.time()
+        for key in [k for k, cookie in self._jar.items()
+                    if cookie.expires is not None and cookie.expires <= now]:
+            del self._jar[key]
+
+    def remember(self, response: HTTPResponse) -> None:
+        """Keep (or delete) the cookies ``response`` sets, as a browser would."""
+        request_path = urllib.parse.urlsplit(response.effective_url).path or "/"
+        for line in response.headers.get_list("Set-Cookie"):
+            self._remember_line(line, request_path)
+
+    def _remember_line(self, line: str, request_path: str) -> None:
+        parsed: http.cookies.SimpleCookie = http.cookies.SimpleCookie()
+        parsed.load(line)
+        for name, morsel in parsed.items():
+            path = morsel["path"] or _default_path(request_path)
+            expires = _expiry(morsel)
+            if expires is not None and expires <= time.time():
+                self._jar.pop((name, path), None)
+            else:
+                self._jar[(name, path)] = _Cookie(morsel.coded_value, morsel.value, expires)
+
+    # -- requests -----------------------------------------------------------------
+
+    def fetch(self, path: str, **kwargs: Any) -> HTTPResponse:
+        """`fetch_async` for a plain test method: runs the IOLoop until the response.
+
+        Inside a ``@gen_test`` coroutine use ``await client.fetch_async(...)``.
+        """
+        _outside_the_loop("client.fetch()", "await client.fetch_async(...)")
+        response: HTTPResponse = self.case.io_loop.run_sync(
+            lambda: self.fetch_async(path, **kwargs), timeout=get_async_test_timeout()
+        )
+        return response
+
+    async def fetch_async(
+        self, path: str, *, follow_redirects: bool = False, xsrf: bool = True,
+        max_redirects: int = 5, cookies: Mapping[str, str] | None = None, **kwargs: Any,
+    ) -> HTTPResponse:
+        """Send a request to the test server with the client's cookies; keep what it sets.
+
+        ``path`` is a path of the test server (or a whole URL).  Other
+        arguments are those of `tornado.httpclient.HTTPRequest` (``method``,
+        ``body``, ``headers``...).  Returns the response whatever its status.
+        With ``follow_redirects=True``, up to ``max_redirects`` redirects are
+        followed (a 301, 302 or 303 as a GET without a body), each carrying
+        the cookies the step before set.
+
+        ``cookies`` sends exactly these cookies (``{}``: none) instead of the
+        client's, and keeps none of the response's: a request from somewhere
+        else, such as an old cookie replayed after a logout.
+        """
+        if cookies is not None:
+            other = SessionClient(self.case)
+            for name, value in cookies.items():
+                other.set_cookie(name, value)
+            return await other.fetch_async(path, follow_redirects=follow_redirects, xsrf=xsrf,
+                                           max_redirects=max_redirects, **kwargs)
+        response = await self._send(path, xsrf=xsrf, **kwargs)
+        for _ in range(max_redirects if follow_redirects else 0):
+            if response.code not in _REDIRECTS or "Location" not in response.headers:
+                break
+            url = urllib.parse.urljoin(response.effective_url, response.headers["Location"])
+            if response.code in (307, 308):
+                response = await self._send(url, xsrf=xsrf, **kwargs)
+            else:
+                plain = {k: v for k, v in kwargs.items() if k not in ("method", "body")}
+                response = await self._send(url, xsrf=xsrf, **plain)
+        return response
+
+    async def _send(self, path: str, *, xsrf: bool, **kwargs: Any) -> HTTPResponse:
+        url = path if "://" in path else self.case.get_url(path)
+        request_path = urllib.parse.urlsplit(url).path or "/"
+        headers = HTTPHeaders(kwargs.pop("headers", None) or {})
+        if "Cookie" not in headers:
+            header = self.cookie_header(request_path)
+            if header is not None:
+                headers["Cookie"] = header
+        method = str(kwargs.get("method", "GET")).upper()
+        if xsrf and method not in _SAFE_METHODS and "X-Xsrftoken" not in headers:
+            token = next((c.value for name, c in self._matching(request_path) if name == "_xsrf"),
+                         None)
+            if token is not None:
+                headers["X-Xsrftoken"] = token
+        kwargs.setdefault("raise_error", False)
+        response = await self.case.http_client.fetch(
+            url, headers=headers, follow_redirects=False, **kwargs
+        )
+        self.remember(response)
+        return response
+
+    # -- the session --------------------------------------------------------------
+
+    def session_transaction(self, app: tornado.web.Application) -> SessionTransaction:
+        """Read or change the client's session in ``app``, from the test; see `SessionTransaction`.
+
+        ``with client.session_transaction(app) as session:`` in a plain test
+        method, ``async with`` in a ``@gen_test`` coroutine.
+        """
+        return SessionTransaction(self, app)
+
+
+class SessionTransaction:
+    """The client's session, loaded and committed as a request of its own would do it.
+
+    Flask's ``session_transaction`` and Django's ``client.session``, for any
+    store and for cookie sessions.  Entering loads the session the client's
+    cookie names (a fresh, empty one when it has none, or one that is no
+    longer valid) through the application's own lifecycle: its options,
+    store, signing keys and hooks.  The block reads or changes it like
+    ``self.session`` in a handler::
+
+        with client.session_transaction(self.app) as session:
+            session["user_id"] = 42          # a logged-in client, without the login form
+
+    Leaving the block commits it as the end of a request does, and the
+    client takes the cookie that commit sets: a new session's, a cookie
+    session's new data, or none when nothing changed.  A block that raises
+    commits nothing.  The hooks (``genid``, ``valid``, ``before_save``) are
+    called with ``None`` for the handler: there is no request.
+    """
+
+    def __init__(self, client: SessionClient, app: tornado.web.Application) -> None:
+        self.client = client
+        self.app = app
+        self._context: SessionContext | None = None
+
+    async def __aenter__(self) -> Session:
+        from .mixin import _current_config  # (the mixin imports tornado.web; this module need not)
+
+        config = _current_config(self.app)
+        options = config.options
+        values = [cookie.value for name, cookie in self.client._matching(options.path)
+                  if name == options.key]
+        self._context = SessionContext(config, values, handler=None, name="session_transaction")
+        return await self._context.load()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: types.TracebackType | None,
+    ) -> None:
+        context, self._context = self._context, None
+        if exc_type is not None or context is None:
+            return
+        update = await context.commit(status=200, save=None, headers_sent=False)
+        if update is None:
+            return
+        options = context.config.options
+        line = context.config.cookie_line.format(
+            update.value, expires=86400.0 if update.max_age == 0 else update.expires,
+            max_age=update.max_age, secure=bool(options.secure),
+        )
+        self.client._remember_line(line, options.path)
+
+    def __enter__(self) -> Session:
+        _outside_the_loop("with client.session_transaction()",
+                          "async with client.session_transaction(...)")
+        session: Session = self.client.case.io_loop.run_sync(self.__aenter__)
+        return session
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: types.TracebackType | None,
+    ) -> None:
+        self.client.case.io_loop.run_sync(lambda: self.__aexit__(exc_type, exc, tb))
+
+
+def _outside_the_loop(what: str, instead: str) -> None:
+    """Refuse to run the IOLoop from inside it (a ``@gen_test`` coroutine), saying what to use."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise RuntimeError(f"{what} runs the IOLoop, which is already running here "
+                       f"(a @gen_test coroutine): use `{instead}`")
+
+
+def _path_matches(request_path: str, cookie_path: str) -> bool:
+    """RFC 6265's path-match: whether a cookie for ``cookie_path`` goes to ``request_path``."""
+    if request_path == cookie_path:
+        return True
+    if not request_path.startswith(cookie_path):
+        return False
+    return cookie_path.endswith("/") or request_path[len(cookie_path)] == "/"
+
+
+def _default_path(request_path: str) -> str:
+    """RFC 6265's default-path: the request path up to its last ``/`` (``/`` at least)."""
+    if not request_path.startswith("/") or request_path.count("/") == 1:
+        return "/"
+    return request_path[: request_path.rindex("/")]
+
+
+def _expiry(morsel: http.cookies.Morsel[str]) -> float | None:
+    """When a cookie goes (epoch seconds); ``Max-Age`` before ``expires``, as browsers read them."""
+    max_age = morsel["max-age"]
+    if max_age:
+        try:
+            return time.time() + int(max_age)
+        except ValueError:
+            pass
+    if morsel["expires"]:
+        try:
+            return email.utils.parsedate_to_datetime(morsel["expires"]).timestamp()
+        except (TypeError, ValueError):
+            return None
+    return None

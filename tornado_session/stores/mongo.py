@@ -69,7 +69,7 @@ from ..errors import (
 )
 from .base import Clock, Owner, Progress, Store, UserId, UserRecord
 
-_INSTALL_HINT = 'MongoStore needs PyMongo: pip install "tornado-session[mongo]"'
+_INSTALL_HINT = 'MongoStore needs PyMongo: pip install "tornado-async-session[mongo]"'
 
 try:
     import bson

@@ -84,7 +84,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_INSTALL_HINT = 'RedisStore needs the redis package: pip install "tornado-session[redis]"'
+_INSTALL_HINT = 'RedisStore needs the redis package: pip install "tornado-async-session[redis]"'
 
 #: Update one session string.  KEYS[1]: the key.  ARGV: the TTL in ms, the
 #: bytes the request loaded, the bytes to write, then the request's changes:
