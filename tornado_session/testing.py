@@ -590,7 +590,7 @@ class StoreContract(AsyncTestCase):
         if self.bulk_operations:
             self.assertEqual(await self.store.count(), 2)
 
-    @gen_test
+    @gen_test(timeout=30)  # (40 calls at once: give a loaded machine time)
     async def test_concurrent_logins_of_one_user_are_all_indexed(self) -> None:
         self.needs_user_index()
         await asyncio.gather(*(

@@ -517,7 +517,9 @@ class RedisStore(Store):
         ttl = _ttl_ms(max_age)
         raw = serializers.raw_json(data)  # a value that is not JSON: raises naming its key
         if previous is None:
-            if self.user_key is not None:
+            # A new session of no user is a plain SET even with an index: the
+            # lifecycle writes new sessions under new keys, which have no owner.
+            if owner is not None and self.user_key is not None:
                 await self._own(name, ttl, owner)
             await self.call_backend(self.client.set, name, raw, px=ttl)
             return True
