@@ -34,8 +34,11 @@ log = logging.getLogger("examples.counter")
 
 
 class CounterHandler(SessionMixin, tornado.web.RequestHandler):
-    def get(self) -> None:
-        self.session["views"] = self.session.get("views", 0) + 1
+    async def get(self) -> None:
+        # Not `session["views"] = session.get("views", 0) + 1`: parallel requests
+        # of one session would each write their own total, and all but one be lost.
+        self.session.increment("views")
+        await self.commit_session()  # now session["views"] is the store's total
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.write(str(self.session["views"]))
 

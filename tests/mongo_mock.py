@@ -10,6 +10,7 @@ up, as a server that goes away does.
 
 from __future__ import annotations
 
+import copy
 import datetime
 import threading
 from typing import Any, ClassVar
@@ -112,6 +113,18 @@ class MockMongo:
                 return request.ok(n=0, nModified=0)
             apply(self.documents[key], update["u"])
             return request.ok(n=1, nModified=1)
+        if name == "findAndModify":
+            found = self.documents.get(doc["query"]["_id"])
+            if found is None:
+                return request.ok(value=None, lastErrorObject={"n": 0, "updatedExisting": False})
+            before = copy.deepcopy(found)
+            if isinstance(doc["update"], dict):  # (a pipeline is only recorded)
+                code = refused_op(found, doc["update"])
+                if code:
+                    return request.command_err(code, "refused as MongoDB refuses it")
+                apply(found, doc["update"])
+            return request.ok(value={"data": before.get("data", {})},
+                              lastErrorObject={"n": 1, "updatedExisting": True})
         if name == "delete":
             (delete,) = doc["deletes"]
             found = self.documents.pop(delete["q"].get("_id"), None)
@@ -119,8 +132,28 @@ class MockMongo:
         return request.ok()
 
 
+def refused_op(document: dict[str, Any], update: dict[str, Any]) -> int:
+    """MongoDB's error code for an ``$inc`` of a non-number or a ``$push`` to a non-array."""
+    data = document.get("data", {})
+    for path in update.get("$inc", {}):
+        value = data.get(path.split(".", 1)[1], 0)
+        if type(value) not in (int, float):
+            return 14
+    for path in update.get("$push", {}):
+        if type(data.get(path.split(".", 1)[1], [])) is not list:
+            return 2
+    return 0
+
+
 def apply(document: dict[str, Any], update: dict[str, Any]) -> None:
-    """Apply the ``$set`` and ``$unset`` of one dotted level, as MongoDB would."""
+    """Apply ``$set``, ``$unset``, ``$inc`` and ``$push`` of one dotted level, as MongoDB would."""
+    data = document.setdefault("data", {})
+    for path, by in update.get("$inc", {}).items():
+        name = path.split(".", 1)[1]
+        data[name] = data.get(name, 0) + by
+    for path, push in update.get("$push", {}).items():
+        name = path.split(".", 1)[1]
+        data[name] = [*data.get(name, []), *push["$each"]][push["$slice"]:]
     for path, value in update.get("$set", {}).items():
         *parents, last = path.split(".")
         target = document

@@ -33,12 +33,12 @@ class WaitingStore(MemoryStore):
         self.tasks: list[asyncio.Task[Any] | None] = []
 
     async def set(  # type: ignore[override]
-        self, key: str, data: Any, max_age: float, *, previous: Any = None
-    ) -> bool:
+        self, key: str, data: Any, max_age: float, **kwargs: Any
+    ) -> Any:
         self.tasks.append(asyncio.current_task())
         async with asyncio.timeout(5):  # bound to the task it runs in
             await asyncio.sleep(0)
-            return await super().set(key, data, max_age, previous=previous)
+            return await super().set(key, data, max_age, **kwargs)
 
 
 def context(store: Store | None, clock: FakeClock) -> SessionContext:

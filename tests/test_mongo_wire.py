@@ -12,7 +12,8 @@ from tornado.testing import AsyncTestCase, ExpectLog, gen_test
 from tests.base import COOKIE, SessionTestCase
 from tests.mongo_mock import MockMongoCase, bson_datetime
 from tornado_session import SessionError, StoreUnavailableError
-from tornado_session.stores import MongoStore, Owner
+from tornado_session.serializers import Append, Increment
+from tornado_session.stores import MongoStore, Owner, Written
 from tornado_session.testing import FakeClock
 
 NOW = 1_700_000_000.25
@@ -32,6 +33,10 @@ class WireCase(MockMongoCase, AsyncTestCase):
         (command,) = self.mock.of("update")
         (update,) = command["updates"]
         return dict(update)
+
+    def only_modify(self) -> dict[str, Any]:
+        (command,) = self.mock.of("findAndModify")
+        return dict(command)
 
 
 class TestWireCommands(WireCase):
@@ -87,21 +92,101 @@ class TestWireCommands(WireCase):
         written = await self.store.set(
             "k1", {"a": 1, "b": 3, "c": [4]}, 60, previous={"a": 1, "b": 2, "d": 5}
         )
-        self.assertTrue(written)
-        update = self.only_update()
-        self.assertEqual(update["q"], {"_id": "k1", "expires": {"$gt": bson_datetime(NOW)}})
-        self.assertEqual(update["u"], {
+        self.assertIs(written, True)  # the fields as they were: nobody changed them meanwhile
+        command = self.only_modify()
+        self.assertEqual(command["query"], {"_id": "k1", "expires": {"$gt": bson_datetime(NOW)}})
+        self.assertEqual(command["update"], {
             "$set": {"expires": bson_datetime(NOW + 60), "data.b": 3, "data.c": [4]},
             "$unset": {"data.d": ""},
         })
-        self.assertFalse(update["upsert"])
+        self.assertEqual(command["fields"], {"_id": 0, "data.b": 1, "data.c": 1, "data.d": 1})
+        self.assertFalse(command.get("new", False))
+        self.assertFalse(command.get("upsert", False))
+        self.assertEqual(self.mock.documents["k1"]["data"], {"a": 1, "b": 3, "c": [4]})
 
     @gen_test
     async def test_update_of_a_vanished_record_writes_nothing_and_says_so(self) -> None:
         await self.store.setup()
         self.assertFalse(await self.store.set("gone", {"n": 2}, 60, previous={"n": 1}))
-        self.assertFalse(self.only_update()["upsert"])
+        self.assertFalse(self.only_modify().get("upsert", False))
         self.assertNotIn("gone", self.mock.documents)
+
+    @gen_test
+    async def test_increment_and_append_are_inc_and_push_with_slice(self) -> None:
+        await self.store.setup()
+        self.mock.documents["k1"] = {"_id": "k1", "data": {"views": 6, "log": [1, 2, 3]}}
+        self.mock.clear()
+        written = await self.store.set(  # another request counted 5 and appended 3 meanwhile
+            "k1", {"views": 2, "log": [2, {"a.b": 4}]}, 60,
+            previous={"views": 1, "log": [1, 2]},
+            ops={"views": Increment(1), "log": Append(({"a.b": 4},), 2)},
+        )
+        self.assertEqual(self.only_modify()["update"], {
+            "$set": {"expires": bson_datetime(NOW + 60)},
+            "$inc": {"data.views": 1},
+            "$push": {"data.log": {"$each": [{"a%2Eb": 4}], "$slice": -2}},
+        })
+        self.assertEqual(written, Written(True, (), {"views": 7, "log": [3, {"a.b": 4}]}))
+        self.assertEqual(self.mock.documents["k1"]["data"],
+                         {"views": 7, "log": [3, {"a%2Eb": 4}]})
+
+    @gen_test
+    async def test_a_conflict_is_read_from_the_fields_as_they_were(self) -> None:
+        await self.store.setup()
+        self.mock.documents["k1"] = {"_id": "k1", "data": {"n": 5, "other": 1}}
+        written = await self.store.set("k1", {"n": 2, "other": 1}, 60,
+                                       previous={"n": 1, "other": 1})
+        self.assertEqual(written, Written(True, ("n",)))
+        self.assertEqual(self.mock.documents["k1"]["data"], {"n": 2, "other": 1})
+
+    @gen_test
+    async def test_an_increment_mongodb_refuses_is_written_again_as_the_value(self) -> None:
+        await self.store.setup()
+        self.mock.documents["k1"] = {"_id": "k1", "data": {"n": "x"}}
+        self.mock.clear()
+        written = await self.store.set("k1", {"n": 2}, 60, previous={"n": 1},
+                                       ops={"n": Increment(1)})
+        first, second = self.mock.of("findAndModify")
+        self.assertEqual(first["update"]["$inc"], {"data.n": 1})
+        self.assertEqual(second["update"], {"$set": {"expires": bson_datetime(NOW + 60),
+                                                     "data.n": 2}})
+        self.assertEqual(written, Written(True, ("n",)))
+        self.assertEqual(self.mock.documents["k1"]["data"], {"n": 2})
+
+    @gen_test
+    async def test_first_write_wins_compares_each_field_in_the_update(self) -> None:
+        await self.store.setup()
+        self.mock.documents["k1"] = {"_id": "k1", "data": {"n": 1, "s": "$x"}}
+        self.mock.clear()
+        await self.store.set("k1", {"n": 2, "views": 1}, 60, previous={"n": 1, "s": "$x"},
+                             ops={"views": Increment(1)}, on_conflict="first_write_wins")
+
+        def keep(path: str) -> dict[str, Any]:
+            return {"$cond": [{"$eq": [{"$type": path}, "missing"]}, "$$REMOVE", path]}
+
+        n_same = {"$eq": ["$data.n", {"$literal": 1}]}
+        s_same = {"$eq": ["$data.s", {"$literal": "$x"}]}
+        views_ok = {"$in": [{"$type": "$data.views"}, ["int", "long", "missing"]]}
+        self.assertEqual(self.only_modify()["update"], [{"$set": {
+            "expires": bson_datetime(NOW + 60),
+            "data.n": {"$cond": [n_same, {"$literal": 2}, keep("$data.n")]},
+            "data.views": {"$cond": [views_ok, {"$add": [{"$ifNull": ["$data.views", 0]}, 1]},
+                                     keep("$data.views")]},
+            "data.s": {"$cond": [s_same, "$$REMOVE", keep("$data.s")]},
+        }}])
+
+    @gen_test
+    async def test_fail_writes_every_field_or_none(self) -> None:
+        await self.store.setup()
+        self.mock.documents["k1"] = {"_id": "k1", "data": {"n": 1}}
+        self.mock.clear()
+        await self.store.set("k1", {"n": 2, "m": 1}, 60, previous={"n": 1},
+                             on_conflict="fail")
+        (stage,) = self.only_modify()["update"]
+        every = {"$and": [{"$eq": ["$data.n", {"$literal": 1}]},
+                          {"$eq": [{"$type": "$data.m"}, "missing"]}]}
+        self.assertEqual(stage["$set"]["data.n"]["$cond"][:2], [every, {"$literal": 2}])
+        self.assertEqual(stage["$set"]["data.m"]["$cond"][:2], [every, {"$literal": 1}])
 
     @gen_test
     async def test_update_with_nothing_changed_and_touch_set_only_the_expiry(self) -> None:
@@ -329,12 +414,11 @@ class TestWireUserIndex(WireCase):
         await self.store.set("k1", {"user_id": 42, "n": 2}, 60, previous={"user_id": 42, "n": 1})
         self.clock.advance(5)
         await self.store.touch("k1", 60)
-        first, second = (command["updates"][0]["u"] for command in self.mock.of("update"))
-        self.assertEqual(self.mock.names(), ["update", "update"])
-        self.assertEqual(first, {"$set": {"expires": bson_datetime(NOW + 60), "data.n": 2,
-                                          "seen": bson_datetime(NOW)}})
-        self.assertEqual(second, {"$set": {"expires": bson_datetime(NOW + 65),
-                                           "seen": bson_datetime(NOW + 5)}})
+        self.assertEqual(self.mock.names(), ["findAndModify", "update"])
+        self.assertEqual(self.only_modify()["update"], {"$set": {
+            "expires": bson_datetime(NOW + 60), "data.n": 2, "seen": bson_datetime(NOW)}})
+        self.assertEqual(self.only_update()["u"], {"$set": {
+            "expires": bson_datetime(NOW + 65), "seen": bson_datetime(NOW + 5)}})
 
     @gen_test
     async def test_a_logout_by_update_unsets_the_owner(self) -> None:
@@ -342,7 +426,7 @@ class TestWireUserIndex(WireCase):
         self.mock.documents["k1"] = {"_id": "k1", "data": {"user_id": 42}}
         self.mock.clear()
         await self.store.set("k1", {}, 60, previous={"user_id": 42}, owner=self.owner(None))
-        self.assertEqual(self.only_update()["u"]["$unset"], {
+        self.assertEqual(self.only_modify()["update"]["$unset"], {
             "data.user_id": "", "user": "", "created": "", "seen": "", "agent": "",
             "address": "",
         })

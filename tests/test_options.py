@@ -55,6 +55,10 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("absolute_max_age", "1 day"),
     ("events", {}),
     ("clock", 12.0),
+    ("on_conflict", "last"),
+    ("on_conflict", "LAST_WRITE_WINS"),
+    ("on_conflict", None),
+    ("on_conflict", ["fail"]),
 ]
 
 

@@ -29,7 +29,8 @@ from tornado_session.errors import (
     SessionSerializationError,
     StoreUnavailableError,
 )
-from tornado_session.stores import RedisStore
+from tornado_session.serializers import Append, Increment
+from tornado_session.stores import RedisStore, Written
 from tornado_session.testing import StoreContract
 
 NS = "tornado_session:"
@@ -182,12 +183,12 @@ class TestCommandsSent(RedisCase):
         assert loaded is not None
         with self.monitor() as monitor:
             self.assertTrue(await self.store.set("k", after, 60, previous=loaded))
-        # The bytes loaded, the bytes to write, then the changes in key order
-        # (a removed key with an empty value).
+        # The bytes loaded, the bytes to write, the conflict policy (l: last write
+        # wins), then the changes in key order (a removed key with an empty value).
         (sent,) = monitor.sent()
         self.assertRegex(sent, rf"^EVALSHA [0-9a-f]{{40}} 1 {NS}k 60000 ")
         self.assertTrue(sent.endswith(
-            f' {raw(before).decode()} {raw(after).decode()} "added" true "changed" 2 "removed" '
+            f' {raw(before).decode()} {raw(after).decode()} l "added" true "changed" 2 "removed" '
         ), sent)
         self.assertEqual(
             monitor.scripted(), [f"GET {NS}k", f"SET {NS}k {raw(after).decode()} PX 60000"]
@@ -303,6 +304,38 @@ class TestConcurrentUpdates(RedisCase):
         with self.redis_server.admin() as admin:
             self.assertEqual(admin.get(NS + "k"), raw(merged))  # canonical: keys in order
         self.assertTrue(29_000 < self.pttl("k") <= 30_000)
+
+    @gen_test
+    async def test_increments_appends_and_conflicts_are_settled_in_the_same_call(self) -> None:
+        await self.store.set("k", {"views": 1, "log": ["a"], "n": 0}, 60)
+        first, second = await self.load("k"), await self.load("k")
+        self.assertTrue(await self.store.set(
+            "k", {"views": 2, "log": ["a", "b"], "n": 1}, 60, previous=first,
+            ops={"views": Increment(1), "log": Append(("b",), 2)},
+        ))
+        with self.monitor() as monitor:
+            written = await self.store.set(
+                "k", {"views": 6, "log": ["a", {"c": 1}], "n": 5}, 60, previous=second,
+                ops={"views": Increment(5), "log": Append(({"c": 1},), 2)},
+            )
+        (sent,) = monitor.sent()
+        self.assertTrue(sent.endswith(' l "log" <2|[{"c":1}] "n" 5 "views" +5'), sent)
+        self.assertEqual(written, Written(True, ("n",), {"views": 7, "log": ["b", {"c": 1}]}))
+        with self.redis_server.admin() as admin:
+            stored = {"log": ["b", {"c": 1}], "n": 5, "views": 7}
+            self.assertEqual(admin.get(NS + "k"), raw(stored))
+
+    @gen_test
+    async def test_fail_leaves_the_record_as_it_was_in_the_same_call(self) -> None:
+        await self.store.set("k", {"n": 0, "a": 0}, 60)
+        first, second = await self.load("k"), await self.load("k")
+        await self.store.set("k", {"n": 1, "a": 0}, 60, previous=first)
+        with self.monitor() as monitor:
+            written = await self.store.set("k", {"n": 2, "a": 1}, 60, previous=second,
+                                           on_conflict="fail")
+        self.assertEqual(written, Written(False, ("n",)))
+        self.assertEqual([c.split(" ")[0] for c in monitor.sent()], ["EVALSHA"])
+        self.assertEqual(monitor.scripted(), [f"GET {NS}k"])
 
     @gen_test
     async def test_keys_added_around_and_between_the_stored_ones_keep_their_order(

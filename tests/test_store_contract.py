@@ -94,6 +94,28 @@ class TestTheGuidesStore(unittest.TestCase):
         result = run(TestResurrects, names)
         self.assertEqual(failed(result), set(names[:4]))
 
+    def test_a_store_that_overwrites_parallel_writes_of_a_key_fails_the_contract(self) -> None:
+        class Overwrites(self.guide.SQLiteStore):  # type: ignore[name-defined,misc]
+            async def set(self, key: str, data: Any, max_age: float, **kwargs: Any) -> bool:
+                kwargs.pop("ops", None)  # the request's value, not its increment
+                kwargs.pop("on_conflict", None)
+                return bool(await super().set(key, data, max_age, **kwargs))  # nothing reported
+
+        class TestOverwrites(StoreContract):
+            def make_store(self) -> Any:
+                return Overwrites(clock=self.clock)
+
+        names = [
+            "test_parallel_increments_all_count",
+            "test_parallel_appends_all_stay_within_the_limit",
+            "test_a_key_changed_since_the_load_is_a_conflict_and_the_last_write_wins",
+            "test_fail_writes_nothing_of_a_write_in_conflict",
+            "test_first_write_wins_keeps_the_stored_value_and_writes_the_other_keys",
+            "test_different_keys_changed_in_parallel_are_not_a_conflict",
+        ]
+        result = run(TestOverwrites, names)
+        self.assertEqual(failed(result), set(names[:5]))
+
     def test_a_store_that_returns_expired_records_fails_the_contract(self) -> None:
         class NeverExpires(self.guide.SQLiteStore):  # type: ignore[name-defined,misc]
             def _live(self, key: str) -> Any:

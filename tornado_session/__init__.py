@@ -1,6 +1,11 @@
 """Sessions for Tornado: ``self.session`` in every handler, kept in a store or a signed cookie."""
 
-from .errors import SessionError, SessionNotLoadedError, StoreUnavailableError
+from .errors import (
+    SessionConflictError,
+    SessionError,
+    SessionNotLoadedError,
+    StoreUnavailableError,
+)
 from .mixin import SessionMixin
 from .options import SessionOptions
 from .session import Session
@@ -11,6 +16,7 @@ __version__ = "0.2.0"
 
 __all__ = [
     "Session",
+    "SessionConflictError",
     "SessionError",
     "SessionMixin",
     "SessionNotLoadedError",

@@ -45,6 +45,19 @@ class SessionNotLoadedError(SessionError):
     """
 
 
+class SessionConflictError(SessionError):
+    """A parallel request changed keys this request changed too (``on_conflict="fail"``).
+
+    The store wrote nothing of this request; `SessionMixin` answers it with
+    ``409 Conflict``.  The message and `keys` name the keys, never their values.
+    """
+
+    def __init__(self, message: str, keys: tuple[str, ...]) -> None:
+        super().__init__(message)
+        #: The session keys whose stored value changed after this request loaded them.
+        self.keys = keys
+
+
 class SessionSerializationError(SessionError, TypeError):
     """A session value cannot be serialised to JSON.
 

@@ -41,10 +41,10 @@ import orjson
 
 from . import serializers
 from .config import MAX_ID_LENGTH, CookiePayload, SessionConfig
-from .errors import SessionError, StoreUnavailableError
+from .errors import SessionConflictError, SessionError, StoreUnavailableError
 from .options import SessionOptions
 from .session import Session
-from .stores.base import Owner, Ready, Store, check_user
+from .stores.base import Owner, Ready, Store, Written, check_user
 from .users import coarse_address, short_agent
 
 logger = logging.getLogger(__name__)
@@ -225,6 +225,15 @@ def _past_absolute_lifetime(payload: CookiePayload, options: SessionOptions, now
     """Whether a cookie's session began more than ``absolute_max_age`` ago."""
     limit = options.absolute_max_age
     return limit is not None and payload.created is not None and payload.created + limit <= now
+
+
+def _outcome(result: Any) -> str:
+    """The ``outcome`` of a store call that answered ``result`` (`SessionContext.call_store`)."""
+    if result is None or result is False:
+        return "miss"
+    if type(result) is Written and not result.written:
+        return "conflict" if result.conflicts else "miss"
+    return "ok"
 
 
 class _MustWait:
@@ -485,6 +494,7 @@ class SessionContext:
         options = self.config.options
         now = options.clock()
         lifetime = self._lifetime(now)
+        written: bool | Written
         if decision.action is Action.TOUCH:
             assert self.store_key is not None
             written = await self.call_store(store.touch, self.store_key, lifetime)
@@ -492,12 +502,14 @@ class SessionContext:
             written = await self._retire_first() if state.retired_key else True
             if written:
                 previous: serializers.Loaded | None = None
+                ops = None
                 if session.id is None:  # new or regenerated: a record of its own
                     session_id = self._new_id()
                     session._assign_id(session_id)
                     self.store_key = self.config.store_key(session_id)
                 else:
                     previous = session.loaded_data()
+                    ops = session.pending_ops(previous)
                 assert self.store_key is not None
                 data = session.staged_data()
                 owner = None if store.user_key is None else self._owner(
@@ -505,12 +517,16 @@ class SessionContext:
                 )
                 if owner is None:  # (a store without a user index takes no owner)
                     written = await self.call_store(
-                        store.set, self.store_key, data, lifetime, previous=previous
+                        store.set, self.store_key, data, lifetime,
+                        previous=previous, ops=ops, on_conflict=options.on_conflict,
                     )
                 else:
                     written = await self.call_store(
-                        store.set, self.store_key, data, lifetime, previous=previous, owner=owner
+                        store.set, self.store_key, data, lifetime,
+                        previous=previous, ops=ops, on_conflict=options.on_conflict, owner=owner,
                     )
+                if type(written) is Written:
+                    self._met_parallel_writes(written)
         if not written:
             state.cookie_sent = True
             decision = Decision(Action.DESTROY, "destroyed by a concurrent request",
@@ -544,6 +560,32 @@ class SessionContext:
             check_user(user, f"session[{user_key!r}]")
         agent, address = self.device() if self.device is not None else (None, None)
         return Owner(user, now, now, short_agent(agent), coarse_address(address))
+
+    def _met_parallel_writes(self, written: Written) -> None:
+        """Report the keys in conflict, and take the values the store computed.
+
+        ``session:conflict`` names the keys, never their values (they may be
+        private).  With ``on_conflict="fail"`` nothing was written: the
+        request fails with `SessionConflictError` (409 from the mixin).
+        """
+        options = self.config.options
+        session = self.session
+        assert session is not None
+        if written.conflicts:
+            options.events.emit("session:conflict", {
+                "key": options.key, "names": list(written.conflicts),
+                "on_conflict": options.on_conflict, "written": written.written,
+                "handler": self.handler,
+            })
+        if not written.written and written.conflicts:
+            session._unstage()
+            names = ", ".join(map(repr, written.conflicts))
+            raise SessionConflictError(
+                f"a parallel request of this session changed {names} after this one loaded "
+                "it; nothing was written (on_conflict='fail')", written.conflicts,
+            )
+        if written.values:
+            session._adopt(written.values)
 
     async def _retire_first(self) -> bool:
         """Delete the record a regeneration (or destroy) retired, before the new one is written.
@@ -700,6 +742,7 @@ class SessionContext:
         The payload: ``key`` (the cookie name), ``operation`` (``"load"``,
         ``"save"``, ``"touch"`` or ``"destroy"``), ``outcome`` (``"ok"``;
         ``"miss"``: the store answered that there is no live record;
+        ``"conflict"``: a save that ``on_conflict="fail"`` refused;
         ``"unavailable"``: the store could not be reached within
         ``reconnect_timeout``; ``"error"``: anything else went wrong),
         ``seconds`` (from the call to its answer, a wait for a reconnect
@@ -719,7 +762,7 @@ class SessionContext:
             error = exc
             raise
         else:
-            outcome = "miss" if result is None or result is False else "ok"
+            outcome = _outcome(result)
             return result
         finally:
             seconds = time.perf_counter() - watch.started

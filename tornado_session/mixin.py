@@ -31,7 +31,12 @@ from tornado.iostream import StreamClosedError
 
 from .config import SessionConfig
 from .cookies import CookieCodec, Signer
-from .errors import SessionNotLoadedError, SessionOptionError, StoreUnavailableError
+from .errors import (
+    SessionConflictError,
+    SessionNotLoadedError,
+    SessionOptionError,
+    StoreUnavailableError,
+)
 from .flash import Flashes
 from .lifecycle import CookieUpdate, SessionContext
 from .options import SessionOptions
@@ -610,11 +615,17 @@ class SessionMixin(_HandlerBase):
     # -- errors ----------------------------------------------------------------------
 
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
-        """Answer a store outage with 503 and ``Retry-After``; else as Tornado does."""
+        """Answer a store outage with 503 and ``Retry-After``, a refused conflict with 409.
+
+        Anything else as Tornado does.
+        """
         exc_info = kwargs.get("exc_info")
-        if exc_info is not None and isinstance(exc_info[1], StoreUnavailableError):
-            status_code = 503
-            self._session_context().outage = True
+        if exc_info is not None:
+            if isinstance(exc_info[1], StoreUnavailableError):
+                status_code = 503
+                self._session_context().outage = True
+            elif isinstance(exc_info[1], SessionConflictError):
+                status_code = 409
         super().send_error(status_code, **kwargs)
 
     def log_exception(
@@ -623,9 +634,12 @@ class SessionMixin(_HandlerBase):
         value: BaseException | None,
         tb: types.TracebackType | None,
     ) -> None:
-        """Log a store outage as one warning line; anything else as Tornado does."""
+        """Log a store outage (503) or a refused conflict (409) in one line; else as Tornado."""
         if isinstance(value, StoreUnavailableError):
             logger.warning("%s answered 503: %s", type(self).__name__, value)
+            return
+        if isinstance(value, SessionConflictError):
+            logger.info("%s answered 409: %s", type(self).__name__, value)
             return
         super().log_exception(typ, value, tb)
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ._checks import check_seconds
 from .errors import SessionOptionError
 from .events import EventEmitter
+from .serializers import ON_CONFLICT
 
 if TYPE_CHECKING:
     from .session import Session
@@ -64,8 +65,14 @@ class SessionOptions:
     ``touch_after``: with ``rolling``, write an unchanged session's expiry to the
     store at most once per this many seconds.  ``absolute_max_age``: a session
     ends this many seconds after it began (after login: regeneration restarts
-    the count), however active it is.  ``events``: the emitter of
-    ``session:missed``, ``session:invalid`` and ``session:expired``.
+    the count), however active it is.  ``on_conflict``: what a store write does
+    with a key that a parallel request of the same session changed after this
+    one loaded it: ``"last_write_wins"`` (this request's value),
+    ``"first_write_wins"`` (the stored value stays) or ``"fail"`` (nothing of
+    this request is written, and it is answered with 409); each such write
+    emits ``session:conflict``.  ``events``: the emitter of
+    ``session:missed``, ``session:invalid``, ``session:expired`` and
+    ``session:conflict``.
     ``clock``: where the time comes from (tests pass a fake one).
     """
 
@@ -92,6 +99,7 @@ class SessionOptions:
     reconnect_timeout: float = 10.0
     touch_after: float | None = None
     absolute_max_age: float | None = None
+    on_conflict: str = "last_write_wins"
     events: EventEmitter = field(default_factory=EventEmitter)
     clock: Callable[[], float] = time.time
 
@@ -131,6 +139,8 @@ class SessionOptions:
         check_seconds("session option reconnect_timeout", self.reconnect_timeout, allow_zero=True)
         self._check_touch_after()
         check_seconds("session option absolute_max_age", self.absolute_max_age, allow_none=True)
+        if self.on_conflict not in ON_CONFLICT:
+            _fail("on_conflict", self.on_conflict, " or ".join(map(repr, ON_CONFLICT)))
         if not isinstance(self.events, EventEmitter):
             _fail("events", self.events, "a tornado_session.events.EventEmitter")
         if not callable(self.clock):

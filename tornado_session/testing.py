@@ -58,8 +58,9 @@ from tornado.testing import AsyncTestCase, gen_test, get_async_test_timeout
 from . import serializers
 from .errors import SessionError, SessionSerializationError
 from .lifecycle import SessionContext
+from .serializers import Append, Increment
 from .session import Session
-from .stores.base import Owner, Store, UserId
+from .stores.base import Owner, Store, UserId, Written
 
 if TYPE_CHECKING:
     import tornado.web
@@ -102,6 +103,13 @@ class StoreContract(AsyncTestCase):
       requests of one session keep each other's writes (50 at once), and a
       session destroyed or expired meanwhile is not brought back (the update
       returns ``False``): a logout wins;
+    * parallel writes of one key: a key changed since the request loaded it
+      is reported as a conflict (`Written.conflicts`) and settled by
+      ``on_conflict`` (the last write, the first, or nothing written at all);
+      different keys never conflict; increments and capped appends (``ops``)
+      are applied to the stored value, so parallel ones all count, and their
+      new values are reported (`Written.values`); an op the stored value
+      cannot take is a conflict;
     * expiry: each record's own ``max_age``; `touch` of a live record (extends
       it, keeps the data) and of a missing one (``False``, creates nothing);
       an update that changes nothing still extends the expiry;
@@ -321,6 +329,188 @@ class StoreContract(AsyncTestCase):
             *(self.store.set("k1", {f"key{i}": i}, 60, previous={}) for i in range(50))
         )
         self.assertEqual(await self.store.get("k1"), {f"key{i}": i for i in range(50)})
+
+    # -- parallel writes of one key: conflicts, increments, appends -----------
+
+    async def race(self, start: dict[str, Any], first: dict[str, Any]) -> serializers.Loaded:
+        """Store ``start``; another request writes ``first`` over it; return what both loaded."""
+        await self.store.set("k1", start, 60)
+        loaded = as_loaded(start)
+        self.assertTrue(await self.store.set("k1", first, 60, previous=as_loaded(start)))
+        return loaded
+
+    @gen_test
+    async def test_a_key_changed_since_the_load_is_a_conflict_and_the_last_write_wins(
+        self,
+    ) -> None:
+        loaded = await self.race({"n": 1, "other": 1}, {"n": 2, "other": 1})
+        written = await self.store.set("k1", {"n": 3, "other": 1}, 60, previous=loaded)
+        self.assertTrue(written)
+        self.assertEqual(conflicts_of(written), ("n",))
+        self.assertEqual(await self.store.get("k1"), {"n": 3, "other": 1})
+
+    @gen_test
+    async def test_first_write_wins_keeps_the_stored_value_and_writes_the_other_keys(
+        self,
+    ) -> None:
+        loaded = await self.race({"n": 1, "a": 1}, {"n": 2, "a": 1})
+        written = await self.store.set(
+            "k1", {"n": 3, "a": 2}, 60, previous=loaded, on_conflict="first_write_wins"
+        )
+        self.assertTrue(written)
+        self.assertEqual(conflicts_of(written), ("n",))
+        self.assertEqual(await self.store.get("k1"), {"n": 2, "a": 2})
+
+    @gen_test
+    async def test_fail_writes_nothing_of_a_write_in_conflict(self) -> None:
+        loaded = await self.race({"n": 1, "a": 1}, {"n": 2, "a": 1})
+        written = await self.store.set(
+            "k1", {"n": 3, "a": 2, "b": 1}, 60, previous=loaded, on_conflict="fail"
+        )
+        self.assertFalse(written)
+        self.assertEqual(conflicts_of(written), ("n",))
+        self.assertEqual(await self.store.get("k1"), {"n": 2, "a": 1})
+
+    @gen_test
+    async def test_fail_writes_a_write_without_conflict(self) -> None:
+        loaded = await self.race({"n": 1, "a": 1}, {"n": 1, "a": 1, "b": 1})
+        written = await self.store.set("k1", {"n": 2, "a": 1}, 60, previous=loaded,
+                                       on_conflict="fail")
+        self.assertTrue(written)
+        self.assertEqual(conflicts_of(written), ())
+        self.assertEqual(await self.store.get("k1"), {"n": 2, "a": 1, "b": 1})
+
+    @gen_test
+    async def test_different_keys_changed_in_parallel_are_not_a_conflict(self) -> None:
+        for policy in serializers.ON_CONFLICT:
+            loaded = await self.race({"a": 0, "b": 0}, {"a": 1, "b": 0})
+            written = await self.store.set("k1", {"a": 0, "b": 1}, 60, previous=loaded,
+                                           on_conflict=policy)
+            self.assertTrue(written, policy)
+            self.assertEqual(conflicts_of(written), (), policy)
+            self.assertEqual(await self.store.get("k1"), {"a": 1, "b": 1}, policy)
+
+    @gen_test
+    async def test_a_key_added_removed_or_removed_and_changed_in_parallel_is_a_conflict(
+        self,
+    ) -> None:
+        loaded = await self.race({"a": 1, "b": 1}, {"b": 2, "x": 1})  # removed a, added x
+        written = await self.store.set("k1", {"a": 2, "x": 2}, 60, previous=loaded,
+                                       on_conflict="first_write_wins")
+        self.assertEqual(sorted(conflicts_of(written)), ["a", "b", "x"])
+        self.assertEqual(await self.store.get("k1"), {"b": 2, "x": 1})
+
+    @gen_test
+    async def test_a_write_with_nothing_written_since_the_load_has_no_conflict(self) -> None:
+        await self.store.set("k1", {"n": 1}, 60)
+        written = await self.store.set("k1", {"n": 2}, 60, previous=as_loaded({"n": 1}),
+                                       on_conflict="fail")
+        self.assertTrue(written)
+        self.assertEqual(conflicts_of(written), ())
+        self.assertEqual(await self.store.get("k1"), {"n": 2})
+
+    @gen_test
+    async def test_parallel_increments_all_count(self) -> None:
+        await self.store.set("k1", {"views": 0, "name": "x"}, 60)
+        loaded = as_loaded({"views": 0, "name": "x"})
+        answers = await asyncio.gather(*(
+            self.store.set("k1", {"views": 1, "name": "x"}, 60, previous=loaded,
+                           ops={"views": Increment(1)}, on_conflict=policy)
+            for policy in serializers.ON_CONFLICT * 10
+        ))
+        self.assertTrue(all(answers))
+        self.assertEqual(await self.store.get("k1"), {"views": 30, "name": "x"})
+        self.assertTrue(all(conflicts_of(answer) == () for answer in answers))
+        reported = sorted(answer.values["views"] for answer in answers
+                          if isinstance(answer, Written) and "views" in answer.values)
+        self.assertEqual(reported, list(range(31 - len(reported), 31)))
+
+    @gen_test
+    async def test_an_increment_after_a_parallel_write_adds_to_the_stored_value(self) -> None:
+        loaded = await self.race({"views": 5}, {"views": 7})
+        written = await self.store.set("k1", {"views": 3}, 60, previous=loaded,
+                                       ops={"views": Increment(-2)})
+        self.assertEqual(conflicts_of(written), ())
+        self.assertEqual(values_of(written), {"views": 5})
+        self.assertEqual(await self.store.get("k1"), {"views": 5})
+
+    @gen_test
+    async def test_an_increment_of_a_missing_key_starts_from_zero(self) -> None:
+        loaded = await self.race({"a": 1}, {"a": 2})
+        written = await self.store.set("k1", {"a": 1, "n": 4}, 60, previous=loaded,
+                                       ops={"n": Increment(4)})
+        self.assertEqual(await self.store.get("k1"), {"a": 2, "n": 4})
+        self.assertEqual(conflicts_of(written), ())
+
+    @gen_test
+    async def test_an_increment_of_a_big_integer_stays_exact(self) -> None:
+        big = 2**62
+        loaded = await self.race({"n": big, "a": 1}, {"n": big + 10, "a": 1})
+        await self.store.set("k1", {"n": big + 1, "a": 1}, 60, previous=loaded,
+                             ops={"n": Increment(1)})
+        self.assertEqual(await self.store.get("k1"), {"n": big + 11, "a": 1})
+
+    @gen_test
+    async def test_an_increment_of_a_value_that_is_no_longer_an_int_is_a_conflict(
+        self,
+    ) -> None:
+        for policy, kept in (("last_write_wins", 2), ("first_write_wins", "x"), ("fail", "x")):
+            loaded = await self.race({"n": 1}, {"n": "x"})
+            written = await self.store.set("k1", {"n": 2}, 60, previous=loaded,
+                                           ops={"n": Increment(1)}, on_conflict=policy)
+            self.assertEqual(conflicts_of(written), ("n",), policy)
+            self.assertEqual(bool(written), policy != "fail", policy)
+            self.assertEqual(await self.store.get("k1"), {"n": kept}, policy)
+
+    @gen_test
+    async def test_parallel_appends_all_stay_within_the_limit(self) -> None:
+        await self.store.set("k1", {"log": ["a"]}, 60)
+        loaded = as_loaded({"log": ["a"]})
+        await asyncio.gather(*(
+            self.store.set("k1", {"log": ["a", {"n": i, "a.b": "$x"}]}, 60, previous=loaded,
+                           ops={"log": Append(({"n": i, "a.b": "$x"},), 100)})
+            for i in range(8)
+        ))
+        stored = await self.store.get("k1")
+        assert stored is not None
+        self.assertEqual(stored["log"][0], "a")
+        self.assertEqual(sorted(item["n"] for item in stored["log"][1:]), list(range(8)))
+        self.assertTrue(all(item["a.b"] == "$x" for item in stored["log"][1:]))
+
+    @gen_test
+    async def test_an_append_after_a_parallel_write_keeps_the_newest_items(self) -> None:
+        loaded = await self.race({"log": [1, 2]}, {"log": [1, 2, 3]})
+        written = await self.store.set("k1", {"log": [2, 4, 5]}, 60, previous=loaded,
+                                       ops={"log": Append((4, 5), 3)})
+        self.assertEqual(conflicts_of(written), ())
+        self.assertEqual(values_of(written), {"log": [3, 4, 5]})
+        self.assertEqual(await self.store.get("k1"), {"log": [3, 4, 5]})
+
+    @gen_test
+    async def test_an_append_to_a_missing_key_starts_a_list(self) -> None:
+        loaded = await self.race({"a": 1}, {"a": 2})
+        await self.store.set("k1", {"a": 1, "log": ["m"]}, 60, previous=loaded,
+                             ops={"log": Append(("m",), 5)})
+        self.assertEqual(await self.store.get("k1"), {"a": 2, "log": ["m"]})
+
+    @gen_test
+    async def test_an_append_to_a_value_that_is_no_longer_a_list_is_a_conflict(self) -> None:
+        loaded = await self.race({"log": [1]}, {"log": {"not": "a list"}})
+        written = await self.store.set("k1", {"log": [1, 2]}, 60, previous=loaded,
+                                       ops={"log": Append((2,), 5)},
+                                       on_conflict="first_write_wins")
+        self.assertEqual(conflicts_of(written), ("log",))
+        self.assertEqual(await self.store.get("k1"), {"log": {"not": "a list"}})
+
+    @gen_test
+    async def test_ops_with_nothing_written_since_the_load_write_the_data(self) -> None:
+        await self.store.set("k1", {"n": 1, "log": [1]}, 60)
+        written = await self.store.set(
+            "k1", {"n": 2, "log": [1, 2]}, 60, previous=as_loaded({"n": 1, "log": [1]}),
+            ops={"n": Increment(1), "log": Append((2,), 5)}, on_conflict="fail",
+        )
+        self.assertTrue(written)
+        self.assertEqual(await self.store.get("k1"), {"n": 2, "log": [1, 2]})
 
     # -- expiry ------------------------------------------------------------
 
@@ -745,6 +935,16 @@ class StoreContract(AsyncTestCase):
         self.store.off("connect", seen.append)
         self.assertEqual(self.store.events.listeners("connect"), [])
         self.assertTrue(self.store.connected)
+
+
+def conflicts_of(written: object) -> tuple[str, ...]:
+    """The keys in conflict that a `Store.set` answer reports (none for ``True``/``False``)."""
+    return written.conflicts if isinstance(written, Written) else ()
+
+
+def values_of(written: object) -> dict[str, Any]:
+    """The values of increments and appends that a `Store.set` answer reports."""
+    return dict(written.values) if isinstance(written, Written) else {}
 
 
 def as_loaded(data: dict[str, Any]) -> serializers.Loaded:

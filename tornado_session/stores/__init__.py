@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .base import Owner, Ready, Store, UserRecord
+from .base import Owner, Ready, Store, UserRecord, Written
 from .memory import MemoryStore
 
 if TYPE_CHECKING:  # the optional stores, as their modules land
     from .mongo import MongoStore
     from .redis import RedisStore
 
-__all__ = ["MemoryStore", "MongoStore", "Owner", "Ready", "RedisStore", "Store", "UserRecord"]
+__all__ = [
+    "MemoryStore", "MongoStore", "Owner", "Ready", "RedisStore", "Store", "UserRecord",
+    "Written",
+]
 
 _LAZY = {"MongoStore": ".mongo", "RedisStore": ".redis"}
 

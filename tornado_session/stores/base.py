@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from .. import serializers
 from .._checks import check_seconds
 from ..errors import SessionError, SessionOptionError, StoreUnavailableError
 from ..events import EventEmitter, Listener
@@ -109,6 +110,57 @@ class UserRecord:
 
 #: Told how far a long walk of the store (`Store.count`, `Store.clear`) has got.
 Progress = Callable[[int], None]
+
+
+class Written:
+    """What an update (`Store.set` with ``previous``) did, when there is more to say than yes/no.
+
+    A store answers `Store.set` with ``True`` or ``False``, or with a
+    `Written` when the write met a parallel request's changes: it names the
+    keys in conflict and gives the values the store computed for
+    `~tornado_session.Session.increment` and
+    `~tornado_session.Session.append`.  It is true when the record was
+    written, like the ``True`` it stands for.
+    """
+
+    __slots__ = ("conflicts", "values", "written")
+
+    def __init__(
+        self,
+        written: bool,
+        conflicts: tuple[str, ...] = (),
+        values: Mapping[str, Any] | None = None,
+    ) -> None:
+        #: Whether the record was written (``False``: gone, or ``on_conflict="fail"``).
+        self.written = written
+        #: The keys this request changed whose stored value had changed since it loaded them.
+        self.conflicts = conflicts
+        #: The values the store holds now for the keys of this request's increments and appends.
+        self.values: Mapping[str, Any] = values or {}
+
+    @classmethod
+    def of(cls, merged: serializers.Merged) -> bool | Written:
+        """The answer for what `serializers.merge_changes` made (``True`` when nothing to say)."""
+        if merged.data is None:
+            return cls(False, tuple(merged.conflicts))
+        if merged.conflicts or merged.values:
+            return cls(True, tuple(merged.conflicts), merged.values)
+        return True
+
+    def __bool__(self) -> bool:
+        return self.written
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Written):
+            return NotImplemented
+        return (self.written, self.conflicts, dict(self.values)) == (
+            other.written, other.conflicts, dict(other.values))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:  # key names only: values may be private
+        names = sorted(self.values)
+        return f"Written({self.written}, conflicts={self.conflicts!r}, values={names})"
 
 
 #: Where every store gets the time from: injectable, so expiry is tested
@@ -413,9 +465,11 @@ class Store(abc.ABC):
         max_age: float,
         *,
         previous: Mapping[str, Any] | None = None,
+        ops: Mapping[str, serializers.Op] | None = None,
+        on_conflict: str = "last_write_wins",
         owner: Owner | None = None,
-    ) -> Awaitable[bool]:
-        """Store ``data`` under ``key`` for ``max_age`` seconds; ``True`` when written.
+    ) -> Awaitable[bool | Written]:
+        """Store ``data`` under ``key`` for ``max_age`` seconds; true when written.
 
         ``previous=None``: a new or regenerated session; whatever is under
         ``key`` is replaced.  Otherwise ``previous`` is the data as the request
@@ -430,6 +484,23 @@ class Store(abc.ABC):
         (``serializers.raw_json(previous)`` equals the stored canonical JSON)
         writing ``data`` whole gives the same result.  The expiry becomes
         ``max_age`` from now either way.
+
+        Conflicts: a key the request changed (or removed) whose stored value is
+        no longer its value in ``previous`` (another request wrote it since)
+        is in conflict, and ``on_conflict`` says what happens:
+        ``"last_write_wins"`` writes this request's value,
+        ``"first_write_wins"`` keeps the stored one, ``"fail"`` writes nothing
+        at all.  ``ops`` maps keys to the `~tornado_session.Session.increment`
+        and `~tornado_session.Session.append` calls that made their new value
+        (a `serializers.Increment` or `serializers.Append`): the store applies
+        each to the value it holds, atomically, instead of writing the
+        request's value (an op the stored value cannot take, such as an
+        increment of a string, is a conflict).  All of it happens in the one
+        write the store makes anyway (`serializers.merge_changes` is the rule,
+        and the merge of a store that merges in Python).  The answer is
+        ``True``/``False``, or a `Written` naming the conflicts and giving the
+        ops' new values.  With ``previous=None`` there is nothing to conflict
+        with: ``ops`` and ``on_conflict`` are ignored.
 
         ``owner`` keeps the user index (stores with a `user_key`).  With
         ``previous=None`` the record belongs to ``owner`` (``None``: to no
@@ -456,7 +527,7 @@ class Store(abc.ABC):
         data = await self.get(key)
         if data is None:
             return False
-        return await self.set(key, data, max_age, previous=data)
+        return bool(await self.set(key, data, max_age, previous=data))
 
     @abc.abstractmethod
     def destroy(self, key: str) -> Awaitable[bool]:

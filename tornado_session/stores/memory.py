@@ -10,8 +10,11 @@ coroutine, no task), and raise their errors from the call itself.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
 import sys
 import time
+import weakref
 from collections import ChainMap, OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -19,7 +22,26 @@ from typing import Any
 from .. import serializers
 from .._checks import check_seconds
 from ..errors import SessionOptionError, StoreUnavailableError
-from .base import Clock, Owner, Progress, Ready, Store, UserId, UserRecord
+from .base import Clock, Owner, Progress, Ready, Store, UserId, UserRecord, Written
+
+logger = logging.getLogger(__name__)
+
+#: Whether this process is a fork of the one that imported this module
+#: (``tornado.process.fork_processes``, or any pre-forking server).
+_forked = False
+#: Every MemoryStore of this process, so that a fork can flag them.
+_stores: weakref.WeakSet[MemoryStore] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """In a forked child: each MemoryStore warns before it serves."""
+    global _forked
+    _forked = True
+    for store in _stores:
+        store._warned = False
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 # The answers MemoryStore gives most, made once: awaiting a `Ready` does not change it.
 _NONE: Ready[Any] = Ready(None)
@@ -64,6 +86,12 @@ class MemoryStore(Store):
     `close` takes the store down (every call raises `StoreUnavailableError`
     and ``disconnect`` is emitted) and `open` brings it back (``connect``),
     which is how tests rehearse an outage without a server.
+
+    The sessions live in one process.  Several processes each have their
+    own, so behind a balancer a user whose next request lands on another
+    process is logged out.  A store built or used in a forked process
+    (``tornado.process.fork_processes``, or any pre-forking server) therefore
+    logs a warning, once, naming the shared stores to use instead.
 
     With ``user_key`` the store keeps a user index: each record's `Owner` in
     a dict beside the records, and a set of keys per user, so that listing or
@@ -112,6 +140,9 @@ class MemoryStore(Store):
         #: The user index: each indexed record's owner, and each user's keys.
         self._owners: dict[str, Owner] = {}
         self._users: dict[UserId, set[str]] = {}
+        # False until the warning about a forked process was logged (or needed not be).
+        self._warned = not _forked
+        _stores.add(self)
 
     @property
     def _entries(self) -> ChainMap[str, _Entry]:
@@ -132,12 +163,16 @@ class MemoryStore(Store):
         max_age: float,
         *,
         previous: Mapping[str, Any] | None = None,
+        ops: Mapping[str, serializers.Op] | None = None,
+        on_conflict: str = "last_write_wins",
         owner: Owner | None = None,
-    ) -> Ready[bool]:
+    ) -> Ready[bool | Written]:
         """Store a copy of ``data``; see `Store.set`.
 
         With ``previous=None`` a key the store does not hold enters probation;
         any other write is a use of the record, which is then protected.
+        Conflicts and ``ops`` are settled by `serializers.merge_changes`,
+        within the call: nothing else runs meanwhile.
         """
         self._check_open()
         raw = serializers.dumps(data)  # first: a value that is not JSON writes nothing
@@ -157,23 +192,27 @@ class MemoryStore(Store):
         current = self._live_entry(key)  # promotes it: a record used again
         if current is None:
             return _FALSE
+        answer: Ready[Any] = _TRUE
         if serializers.raw_json(previous) != current[1]:
             # A concurrent request of the same session wrote since this one
             # loaded: apply only this request's changes, so its writes stay.
             # (Unchanged since the load, the merge would give ``data`` itself.)
-            to_set, to_unset = serializers.changed_keys(previous, data)
-            merged: dict[str, Any] = serializers.loads(current[1])
-            merged.update(to_set)
-            for name in to_unset:
-                merged.pop(name, None)
-            raw = serializers.dumps(merged)
+            merged = serializers.merge_changes(
+                serializers.loads(current[1]), previous, data, ops=ops, on_conflict=on_conflict
+            )
+            written = Written.of(merged)
+            if merged.data is None:
+                return Ready(written)
+            raw = serializers.dumps(merged.data)
+            if written is not True:
+                answer = Ready(written)
         self._found_in[key] = (self.expires_at(max_age), bytes(memoryview(raw)))
         if owner is not None:
             self._own(key, owner)
         elif key in self._owners:
             self._seen(key)
         self._evict()
-        return _TRUE
+        return answer
 
     def touch(self, key: str, max_age: float) -> Ready[bool]:
         """Extend the expiry of a live record; ``False`` when there is none."""
@@ -278,6 +317,8 @@ class MemoryStore(Store):
     # -- internals --------------------------------------------------------
 
     def _check_open(self) -> None:
+        if not self._warned:
+            self._warn_forked()
         if not self._connected:
             raise StoreUnavailableError("MemoryStore is closed; call open() to serve again")
 
@@ -296,6 +337,17 @@ class MemoryStore(Store):
     def _seen(self, key: str) -> None:
         """The indexed record under ``key`` was written or touched now."""
         self._owners[key] = dataclasses.replace(self._owners[key], seen=self.clock())
+
+    def _warn_forked(self) -> None:
+        """Say once that sessions kept in one of several processes get lost."""
+        self._warned = True
+        logger.warning(
+            "MemoryStore is used in a forked process (pid %d; tornado.process.fork_processes "
+            "or another pre-forking server): each process keeps its own sessions, so a user "
+            "whose requests land on another process loses theirs. Use a store the processes "
+            "share (RedisStore or MongoStore), or serve from one process",
+            os.getpid(),
+        )
 
     def _live_entry(self, key: str) -> _Entry | None:
         """The entry under ``key`` if it has not expired (an expired one is dropped).

@@ -22,11 +22,15 @@ Every operation is one round trip:
 * `MongoStore.get` is one ``find`` on ``{_id, expires > now}``;
 * a new or regenerated session is one upserting ``update`` that replaces the
   whole document;
-* an update of a loaded session is one ``update`` of ``{_id, expires > now}``
-  without upsert that ``$set``/``$unset`` only the top-level keys this request
-  changed (``data.<key>``) and the expiry: two requests of one user that change
-  different keys both keep their writes, and a session that a concurrent
-  request destroyed (a logout) is not brought back;
+* an update of a loaded session is one ``findAndModify`` of ``{_id, expires >
+  now}`` without upsert that ``$set``/``$unset`` only the top-level keys this
+  request changed (``data.<key>``) and the expiry, ``$inc`` and ``$push`` with
+  ``$slice`` for `Session.increment` and `Session.append`: two requests of one
+  user that change different keys both keep their writes, and a session that a
+  concurrent request destroyed (a logout) is not brought back.  It answers the
+  changed fields as they were, so a key another request wrote since the load
+  is reported as a conflict from the same round trip; ``first_write_wins`` and
+  ``fail`` send a pipeline that compares as it writes;
 * `MongoStore.touch`, and an update that changes no key, ``$set`` only
   ``expires``; with ``touch_after`` the lifecycle touches at most once per period.
 
@@ -67,7 +71,7 @@ from ..errors import (
     SessionSerializationError,
     StoreUnavailableError,
 )
-from .base import Clock, Owner, Progress, Store, UserId, UserRecord
+from .base import Clock, Owner, Progress, Store, UserId, UserRecord, Written
 
 _INSTALL_HINT = 'MongoStore needs PyMongo: pip install "tornado-async-session[mongo]"'
 
@@ -75,7 +79,7 @@ try:
     import bson
     import pymongo
     from bson.codec_options import CodecOptions
-    from pymongo import monitoring
+    from pymongo import ReadPreference, ReturnDocument, WriteConcern, monitoring
     from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 except ImportError as exc:  # checked when a store is built
     _IMPORT_ERROR: ImportError | None = exc
@@ -100,6 +104,9 @@ __all__ = [
 _UTC = datetime.UTC
 #: MongoDB's error codes for an index that exists with other options.
 _INDEX_CONFLICTS = frozenset({85, 86})
+#: MongoDB's error codes for ``$inc`` of a value that is not a number (TypeMismatch)
+#: and ``$push`` to one that is not an array (BadValue).
+_OP_REFUSED = frozenset({14, 2})
 
 
 def _require_pymongo() -> None:
@@ -250,8 +257,11 @@ class MongoStore(Store):
 
     def _bind(self, collection: Any) -> None:
         # Our own codec options, whatever the client's: plain dicts, UTC datetimes.
+        # Sessions are read from the primary and written with `_write_concern`.
         self.collection = collection.with_options(
-            codec_options=CodecOptions(document_class=dict, tz_aware=True, tzinfo=_UTC)
+            codec_options=CodecOptions(document_class=dict, tz_aware=True, tzinfo=_UTC),
+            read_preference=ReadPreference.PRIMARY,
+            write_concern=self._write_concern(getattr(collection, "write_concern", None)),
         )
         self.client = collection.database.client
         for listener in getattr(self.client.options, "event_listeners", ()):
@@ -315,6 +325,22 @@ class MongoStore(Store):
         if database is None:
             database = client.get_default_database(default="tornado_session").name
         self._bind(client[database][spec.collection])
+
+    @staticmethod
+    def _write_concern(given: Any) -> Any:
+        """``w: "majority"``, unless the collection (or its client, or the URI) chose one.
+
+        On a replica set, a write acknowledged by the primary alone is lost if
+        the primary fails before a secondary copies it: the new primary never
+        saw it, and the old one rolls it back when it returns.  A login that
+        the user saw succeed would be undone.  ``majority`` acknowledges a
+        session write once most members hold it, so an election keeps it.
+        On a single server it costs nothing.  A write concern you set (``w=1``
+        in the URI, or ``with_options`` on the collection) is kept.
+        """
+        if given is None or given.is_server_default:
+            return WriteConcern("majority")
+        return given
 
     @staticmethod
     def listener() -> ConnectionMonitor:
@@ -389,55 +415,117 @@ class MongoStore(Store):
         max_age: float,
         *,
         previous: Mapping[str, Any] | None = None,
+        ops: Mapping[str, serializers.Op] | None = None,
+        on_conflict: str = "last_write_wins",
         owner: Owner | None = None,
-    ) -> bool:
+    ) -> bool | Written:
         """Write ``data`` in one round trip; see `Store.set` and the module docstring."""
         await self._ensure_ready()
         expires = self._datetime(self.expires_at(max_age))
         try:
-            return await self._write(key, data, expires, previous, owner)
+            if previous is None:
+                return await self._replace(key, data, expires, owner)
+            return await self._update_changes(
+                key, data, expires, previous, ops, on_conflict, owner
+            )
         except SessionSerializationError as exc:
             if exc.key is None:  # find the key, in JSON's words
                 serializers.dumps(data)
             raise
 
-    async def _write(
+    async def _replace(
+        self, key: str, data: Mapping[str, Any], expires: datetime.datetime,
+        owner: Owner | None = None,
+    ) -> bool:
+        """Write a new or regenerated session: one upsert of the whole document."""
+        name = self.namespace + key
+        document = {"_id": name, "data": _escape(dict(data)), "expires": expires}
+        if self.user_key is not None and owner is not None and owner.user is not None:
+            document.update(self._owner_fields(owner))
+        await self.call_backend(self.collection.replace_one, {"_id": name}, document, upsert=True)
+        return True
+
+    async def _update_changes(
         self,
         key: str,
         data: Mapping[str, Any],
         expires: datetime.datetime,
-        previous: Mapping[str, Any] | None,
-        owner: Owner | None,
-    ) -> bool:
-        if previous is None:
-            name = self.namespace + key
-            document = {"_id": name, "data": _escape(dict(data)), "expires": expires}
-            if self.user_key is not None and owner is not None and owner.user is not None:
-                document.update(self._owner_fields(owner))
-            await self.call_backend(
-                self.collection.replace_one, {"_id": name}, document, upsert=True
-            )
-            return True
+        previous: Mapping[str, Any],
+        ops: Mapping[str, serializers.Op] | None,
+        on_conflict: str,
+        owner: Owner | None = None,
+    ) -> bool | Written:
+        """Apply the keys this request changed, in one ``findAndModify``.
+
+        It answers the changed fields as they were just before the update, so
+        the conflicts (and the values of increments and appends) are found
+        from the same round trip that wrote.  With ``last_write_wins`` the
+        update is plain ``$set``/``$unset``/``$inc``/``$push`` with
+        ``$slice``; the other policies compare in the update itself (a
+        pipeline: `_guarded_update`).  ``$inc`` of a value that another
+        request made something else than a number is refused by MongoDB: that
+        write is sent again with this request's values (the rare case of a
+        second round trip).
+        """
         to_set, to_unset = serializers.changed_keys(previous, data)
-        update: dict[str, Any] = {
-            "$set": {
-                "expires": expires,
-                **{"data." + escape_field_name(name): _escape(value)
-                   for name, value in to_set.items()},
-            }
-        }
-        if to_unset:
-            update["$unset"] = {
-                "data." + escape_field_name(name): "" for name in to_unset
-            }
-        if self.user_key is not None:
-            if owner is None:
-                update["$set"]["seen"] = self._now()
-            elif owner.user is None:
-                update.setdefault("$unset", {}).update(dict.fromkeys(_OWNER_FIELDS, ""))
-            else:
-                update["$set"].update(self._owner_fields(owner))
-        return await self._update(key, update)
+        if not to_set and not to_unset:
+            return await self._update(key, self._owned({"$set": {"expires": expires}}, owner))
+        ops = {name: op for name, op in ops.items() if name in to_set} if ops else None
+        if on_conflict == "last_write_wins":
+            update: Any = _plain_update(to_set, to_unset, expires, ops)
+        else:
+            update = _guarded_update(to_set, to_unset, expires, previous, ops, on_conflict)
+        update = self._owned(update, owner)
+        try:
+            before = await self._modify(key, update, [*to_set, *to_unset])
+        except SessionError as exc:
+            refused = exc.__cause__
+            if not (ops and isinstance(refused, OperationFailure) and refused.code in _OP_REFUSED):
+                raise
+            ops = None
+            update = self._owned(_plain_update(to_set, to_unset, expires, None), owner)
+            before = await self._modify(key, update, [*to_set, *to_unset])
+        if before is None:
+            return False
+        current = unescape_field_names(before.get("data") or {}, _from_bson)
+        merged = serializers.merge_changes(
+            current, previous, data, ops=ops, on_conflict=on_conflict
+        )
+        return Written.of(merged)
+
+    async def _modify(self, key: str, update: Any, names: list[str]) -> dict[str, Any] | None:
+        """``findAndModify`` of the live record: the named fields before the update, or ``None``."""
+        projection = {"_id": 0, **{"data." + escape_field_name(name): 1 for name in names}}
+        document: dict[str, Any] | None = await self.call_backend(
+            self.collection.find_one_and_update,
+            {"_id": self.namespace + key, "expires": {"$gt": self._now()}}, update,
+            projection=projection, return_document=ReturnDocument.BEFORE,
+        )
+        return document
+
+    def _owned(self, update: Any, owner: Owner | None) -> Any:
+        """``update`` (a document or a pipeline) keeping the owner fields beside ``data``.
+
+        Without a `user_key`, ``update`` as it is.  Else: ``owner=None`` sets
+        ``seen`` only (the record's owner stays as it is); an `Owner` of a user
+        sets all of its fields, one of no user removes them (a logout).
+        """
+        if self.user_key is None:
+            return update
+        if owner is None:
+            fields: dict[str, Any] = {"seen": self._now()}
+            removed: list[str] = []
+        elif owner.user is None:
+            fields, removed = {}, list(_OWNER_FIELDS)
+        else:
+            fields, removed = self._owner_fields(owner), []
+        if isinstance(update, list):  # a pipeline: values as literals, removal as a stage
+            update[0]["$set"].update({name: {"$literal": value} for name, value in fields.items()})
+            return [*update, {"$unset": removed}] if removed else update
+        update["$set"].update(fields)
+        if removed:
+            update.setdefault("$unset", {}).update(dict.fromkeys(removed, ""))
+        return update
 
     def _owner_fields(self, owner: Owner) -> dict[str, Any]:
         """The fields of a document that hold its owner (beside ``data``)."""
@@ -608,6 +696,82 @@ class MongoStore(Store):
 
 #: The fields of a document that hold its owner, beside ``data`` (see `Owner`).
 _OWNER_FIELDS = ("user", "created", "seen", "agent", "address")
+
+
+def _plain_update(
+    to_set: Mapping[str, Any],
+    to_unset: list[str],
+    expires: datetime.datetime,
+    ops: Mapping[str, serializers.Op] | None,
+) -> dict[str, Any]:
+    """The update of ``last_write_wins``: ``$set``, ``$unset``, ``$inc``, ``$push`` with ``$slice``.
+
+    Whatever the stored values are, this is written: the conflicts are found
+    afterwards, in the fields as they were before it (`MongoStore._modify`).
+    """
+    sets: dict[str, Any] = {"expires": expires}
+    update: dict[str, Any] = {"$set": sets}
+    for name, value in to_set.items():
+        field = "data." + escape_field_name(name)
+        op = ops.get(name) if ops else None
+        if op is None:
+            sets[field] = _escape(value)
+        elif type(op) is serializers.Increment:
+            update.setdefault("$inc", {})[field] = op.by
+        else:
+            assert type(op) is serializers.Append
+            update.setdefault("$push", {})[field] = {
+                "$each": _escape(list(op.values)), "$slice": -op.limit,
+            }
+    if to_unset:
+        update["$unset"] = {"data." + escape_field_name(name): "" for name in to_unset}
+    return update
+
+
+def _guarded_update(
+    to_set: Mapping[str, Any],
+    to_unset: list[str],
+    expires: datetime.datetime,
+    previous: Mapping[str, Any],
+    ops: Mapping[str, serializers.Op] | None,
+    on_conflict: str,
+) -> list[dict[str, Any]]:
+    """The update of ``first_write_wins`` and ``fail``: a pipeline that compares as it writes.
+
+    Each changed field is written only if it still holds what the request
+    loaded (an op's field: a value the op can take); with ``fail``, every
+    field is written only if all of them do.  Values go in ``$literal``, so a
+    string such as ``"$x"`` stays a string.
+    """
+    fields: dict[str, Any] = {}
+    checks: dict[str, Any] = {}
+    for name in (*to_set, *to_unset):
+        path = "$data." + escape_field_name(name)
+        op = ops.get(name) if ops else None
+        if type(op) is serializers.Increment:
+            checks[name] = {"$in": [{"$type": path}, ["int", "long", "missing"]]}
+            fields[name] = {"$add": [{"$ifNull": [path, 0]}, op.by]}
+        elif type(op) is serializers.Append:
+            checks[name] = {"$in": [{"$type": path}, ["array", "missing"]]}
+            added = {"$literal": _escape(list(op.values))}
+            items = {"$concatArrays": [{"$ifNull": [path, []]}, added]}
+            fields[name] = {"$slice": [items, -op.limit]}
+        else:
+            if name in previous:
+                checks[name] = {"$eq": [path, {"$literal": _escape(previous[name])}]}
+            else:
+                checks[name] = {"$eq": [{"$type": path}, "missing"]}
+            fields[name] = {"$literal": _escape(to_set[name])} if name in to_set else "$$REMOVE"
+    every = {"$and": list(checks.values())}
+    sets: dict[str, Any] = {"expires": expires}
+    for name, value in fields.items():
+        path = "$data." + escape_field_name(name)
+        check = every if on_conflict == "fail" else checks[name]
+        # The field as it is (missing stays missing: a bare path would read as null).
+        keep = {"$cond": [{"$eq": [{"$type": path}, "missing"]}, "$$REMOVE", path]}
+        sets[path[1:]] = {"$cond": [check, value, keep]}
+    return [{"$set": sets}]
+
 
 #: `MongoStore.from_uri`'s default ``serverSelectionTimeoutMS`` (PyMongo's is 30 s).
 _SERVER_SELECTION_TIMEOUT_MS = 2000

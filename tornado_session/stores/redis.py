@@ -22,7 +22,9 @@ Every operation is one round trip:
   removed, which the store sends along) to the record as it is now, key by
   key, splicing the JSON text without decoding any value, and writes that.
   So two requests that change different keys both keep their writes, and no
-  reader ever sees a record without a write that was acknowledged;
+  reader ever sees a record without a write that was acknowledged.  A key that
+  both changed is a conflict, settled in the script by ``on_conflict``;
+  increments and appends are applied to the value there now;
 * `RedisStore.touch`, and an update that changes nothing, are one ``PEXPIRE``;
 * `RedisStore.destroy` is one ``DEL``.
 
@@ -62,6 +64,14 @@ them.
 namespace with ``SCAN`` (never ``KEYS``, which blocks the server); nothing here
 ever calls ``FLUSHDB``.
 
+On Redis Cluster (a ``redis.asyncio.RedisCluster`` client, or `from_url`
+with ``cluster=True``) every per-session command names one key, so it goes to
+the master of that key's slot and none crosses slots.  The bulk operations
+walk every master: ``SCAN`` is sent to each one in turn, and ``destroy_all``
+reads a page with one ``MGET`` per slot (redis-py's ``mget_nonatomic``) and
+deletes with one ``UNLINK`` per slot.  docs/scaling.md has the failover
+figures.
+
 The ``redis`` package is imported when a store is built, not when this module
 is, so ``import tornado_session`` works without it.
 """
@@ -77,30 +87,43 @@ from typing import TYPE_CHECKING, Any
 
 from .. import serializers
 from ..errors import SessionError, SessionOptionError, StoreUnavailableError
-from .base import Clock, Owner, Progress, Store, UserId, UserRecord
+from .base import Clock, Owner, Progress, Store, UserId, UserRecord, Written
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from redis.asyncio import Redis, RedisCluster
 
 logger = logging.getLogger(__name__)
 
 _INSTALL_HINT = 'RedisStore needs the redis package: pip install "tornado-async-session[redis]"'
 
 #: Update one session string.  KEYS[1]: the key.  ARGV: the TTL in ms, the
-#: bytes the request loaded, the bytes to write, then the request's changes:
-#: pairs of a top-level key (as JSON) and its new value (JSON; empty: removed),
-#: in key order.  Returns 0 when there is no record (destroyed or expired:
-#: nothing is written) and 1 when it wrote: the bytes to write when the record
-#: is still the bytes loaded, else the record with the changes applied key by
-#: key.  A record this script cannot split (not JSON as orjson writes it:
-#: something else wrote it) is answered as it is, for the store to merge.
+#: bytes the request loaded, the bytes to write, the conflict policy (``l``
+#: last write wins, ``f`` first write wins, ``x`` fail, ``c`` compare only),
+#: then the request's changes: pairs of a top-level key (as JSON) and what
+#: to do with it, in key order: its new value (JSON), ``""`` (removed),
+#: ``+N`` (an increment by N) or ``<L|[...]`` (append the JSON array's items,
+#: keep the last L).  Returns 0 when there is no record (destroyed or
+#: expired: nothing is written) and 1 when it wrote the bytes to write,
+#: because the record is still the bytes loaded: the common case, which
+#: returns before the merge's functions are even defined.
 #:
-#: The common case returns before the merge's functions are even defined.
+#: Otherwise another request wrote since the load: the script applies the
+#: changes key by key to the record as it is now.  A key whose value is not
+#: the one in the loaded bytes any more is in conflict, and the policy says
+#: which value it gets (``x``: nothing is written at all).  An increment or
+#: an append is applied to the value there now.  Then it answers an array:
+#: whether it wrote (1/0), how many keys were in conflict, those keys, and
+#: pairs of a key and the value an increment or append left.  What the script
+#: cannot do it leaves to the store, answering the record as it is: a record
+#: that is not JSON as orjson writes it (something else wrote it), an
+#: increment of anything but a short integer (Lua counts in doubles), an
+#: append to anything but a list; and with ``c`` any record but the loaded one.
+#:
 #: The split reads orjson's canonical JSON (no whitespace) with `string.find`,
-#: copying each top-level value as it is; every loop moves forward or stops.
-#: The merged record keeps the keys in orjson's order (by their bytes; a key
-#: holding an escaped character may land out of order, which costs the next
-#: request a rewrite, never data).
+#: copying each value as it is; every loop moves forward or stops.  The merged
+#: record keeps the keys in orjson's order (by their bytes; a key holding an
+#: escaped character may land out of order, which costs the next request a
+#: rewrite, never data).
 _UPDATE_SCRIPT = """
 local current = redis.call('GET', KEYS[1])
 if not current then return 0 end
@@ -121,6 +144,8 @@ if current == ARGV[2] then
   follow()
   return 1
 end
+local policy = ARGV[4]
+if policy == 'c' then return current end
 
 local find, sub, byte = string.find, string.sub, string.byte
 
@@ -136,7 +161,7 @@ end
 local function value_end(s, i)
   local c = byte(s, i)
   if c == 34 then return string_end(s, i) end
-  if c ~= 123 and c ~= 91 then return (find(s, '[,}]', i)) end
+  if c ~= 123 and c ~= 91 then return (find(s, '[],}]', i)) end
   local depth = 0
   while true do
     local j = find(s, '[][{}"]', i)
@@ -176,6 +201,45 @@ local function split(s)
   end
 end
 
+local function items(s)
+  local out = {}
+  if s == '[]' then return out end
+  if not s or byte(s, 1) ~= 91 then return nil end
+  local i = 2
+  while true do
+    local v = value_end(s, i)
+    if not v or v == i then return nil end
+    out[#out + 1] = sub(s, i, v - 1)
+    local c = byte(s, v)
+    if c == 93 then
+      if v == #s then return out end
+      return nil
+    end
+    if c ~= 44 then return nil end
+    i = v + 1
+  end
+end
+
+local function increment(value, by)
+  if not value then return by end
+  if #value > 15 or #by > 15 or not find(value, '^%-?%d+$') then return nil end
+  return string.format('%.0f', tonumber(value) + tonumber(by))
+end
+
+local function append(value, change)
+  local bar = find(change, '|', 2, true)
+  local limit = tonumber(sub(change, 2, bar - 1))
+  local old = {}
+  if value then
+    old = items(value)
+    if not old then return nil end
+  end
+  local new = items(sub(change, bar + 1))
+  for _, item in ipairs(new) do old[#old + 1] = item end
+  local first = math.max(1, #old - limit + 1)
+  return '[' .. table.concat(old, ',', first) .. ']'
+end
+
 local function before(a, b)
   for i = 2, math.min(#a, #b) - 1 do
     local x, y = byte(a, i), byte(b, i)
@@ -184,36 +248,69 @@ local function before(a, b)
   return #a < #b
 end
 
-local function merged(current)
-  local keys, values = split(current)
-  if not keys then return nil end
-  local changes, present, added = {}, {}, {}
-  for i = 4, #ARGV, 2 do changes[ARGV[i]] = ARGV[i + 1] end
-  for _, key in ipairs(keys) do present[key] = true end
-  for i = 4, #ARGV, 2 do
-    if not present[ARGV[i]] and ARGV[i + 1] ~= '' then added[#added + 1] = ARGV[i] end
+local keys, values = split(current)
+local loaded_keys, loaded_values = split(ARGV[2])
+if not keys or not loaded_keys then return current end
+local now, loaded = {}, {}
+for j, key in ipairs(keys) do now[key] = values[j] end
+for j, key in ipairs(loaded_keys) do loaded[key] = loaded_values[j] end
+
+local changes, conflicts, results = {}, {}, {}
+for i = 5, #ARGV, 2 do
+  local key, change = ARGV[i], ARGV[i + 1]
+  local c = byte(change, 1)
+  if c == 43 then
+    local new = increment(now[key], sub(change, 2))
+    if not new then return current end
+    changes[key] = new
+    results[#results + 1] = key
+    results[#results + 1] = new
+  elseif c == 60 then
+    local new = append(now[key], change)
+    if not new then return current end
+    changes[key] = new
+    results[#results + 1] = key
+    results[#results + 1] = new
+  elseif now[key] == loaded[key] or policy == 'l' then
+    if now[key] ~= loaded[key] then conflicts[#conflicts + 1] = key end
+    changes[key] = change
+  else
+    conflicts[#conflicts + 1] = key
   end
-  local out, n = {}, 1
-  for j, key in ipairs(keys) do
-    while added[n] and before(added[n], key) do
-      out[#out + 1] = added[n] .. ':' .. changes[added[n]]
-      n = n + 1
-    end
-    local value = changes[key] or values[j]
-    if value ~= '' then out[#out + 1] = key .. ':' .. value end
-  end
-  for i = n, #added do out[#out + 1] = added[i] .. ':' .. changes[added[i]] end
-  return '{' .. table.concat(out, ',') .. '}'
+end
+if policy == 'x' and #conflicts > 0 then
+  local answer = {0, #conflicts}
+  for _, key in ipairs(conflicts) do answer[#answer + 1] = key end
+  return answer
 end
 
-local new = merged(current)
-if not new then return current end
-redis.call('SET', KEYS[1], new, 'PX', ARGV[1])
+local added, n, out = {}, 1, {}
+for i = 5, #ARGV, 2 do
+  local key = ARGV[i]
+  if not now[key] and changes[key] and changes[key] ~= '' then added[#added + 1] = key end
+end
+for j, key in ipairs(keys) do
+  while added[n] and before(added[n], key) do
+    out[#out + 1] = added[n] .. ':' .. changes[added[n]]
+    n = n + 1
+  end
+  local value = changes[key] or values[j]
+  if value ~= '' then out[#out + 1] = key .. ':' .. value end
+end
+for i = n, #added do out[#out + 1] = added[i] .. ':' .. changes[added[i]] end
+redis.call('SET', KEYS[1], '{' .. table.concat(out, ',') .. '}', 'PX', ARGV[1])
 follow()
-return 1
+if #conflicts == 0 and #results == 0 then return 1 end
+local answer = {1, #conflicts}
+for _, key in ipairs(conflicts) do answer[#answer + 1] = key end
+for _, item in ipairs(results) do answer[#answer + 1] = item end
+return answer
 """
 
 _UPDATE_SHA = hashlib.sha1(_UPDATE_SCRIPT.encode("utf-8")).hexdigest()
+
+#: The update script's letter for each ``on_conflict`` policy.
+_POLICY = {"last_write_wins": b"l", "first_write_wins": b"f", "fail": b"x"}
 
 # -- the user index -------------------------------------------------------------
 #
@@ -337,9 +434,10 @@ def _escape_glob(text: str) -> str:
 class RedisStore(Store):
     """Keeps sessions in Redis (6.0 or later) through ``redis.asyncio``.
 
-    ``client`` is a ``redis.asyncio.Redis`` that you made and keep: `close`
-    leaves it open.  `from_url` builds one that the store owns and closes.  It
-    must be built with ``decode_responses=False`` (the default).
+    ``client`` is a ``redis.asyncio.Redis`` (or a ``redis.asyncio.RedisCluster``)
+    that you made and keep: `close` leaves it open.  `from_url` builds one
+    that the store owns and closes.  It must be built with
+    ``decode_responses=False`` (the default).
 
     ``namespace`` is put before every key, so several applications (or a
     session store and a cache) share one database without touching each
@@ -369,7 +467,7 @@ class RedisStore(Store):
 
     def __init__(
         self,
-        client: Redis,
+        client: Redis | RedisCluster,
         *,
         namespace: str = "tornado_session:",
         timeout: float | None = None,
@@ -378,10 +476,10 @@ class RedisStore(Store):
         user_key: str | None = None,
     ) -> None:
         aioredis, exceptions = _redis_modules()
-        if not isinstance(client, aioredis.Redis):
+        if not isinstance(client, (aioredis.Redis, aioredis.RedisCluster)):
             raise SessionOptionError(
                 f"RedisStore(client={type(client).__name__}): expected a redis.asyncio.Redis "
-                "(a blocking redis.Redis would stall the IOLoop); "
+                "or redis.asyncio.RedisCluster (a blocking client would stall the IOLoop); "
                 "or use RedisStore.from_url(url)"
             )
         if client.get_connection_kwargs().get("decode_responses"):
@@ -411,6 +509,15 @@ class RedisStore(Store):
         self._redis_error: type[Exception] = exceptions.RedisError
         self._no_script: type[Exception] = exceptions.NoScriptError
         self._pattern = _escape_glob(namespace) + "*"
+        #: Whether the client is a Redis Cluster's: the bulk operations then walk every master.
+        self.cluster = isinstance(client, aioredis.RedisCluster)
+        if self.cluster:
+            # Answers that mean "this slot has no reachable master right now":
+            # a failover in progress, or the cluster refusing queries meanwhile.
+            self._unavailable += (
+                exceptions.ClusterError, exceptions.TryAgainError,
+                exceptions.SlotNotCoveredError,
+            )
 
     @classmethod
     def from_url(
@@ -421,14 +528,20 @@ class RedisStore(Store):
         timeout: float | None = 5.0,
         probe_interval: float = 1.0,
         clock: Clock = time.time,
+        cluster: bool = False,
         user_key: str | None = None,
         **client_options: Any,
     ) -> RedisStore:
         """Build a store with a client of its own, from a ``redis://`` URL.
 
-        ``client_options`` go to ``redis.asyncio.Redis.from_url``
-        (``max_connections`` defaults to 10,000 here, Redis's own limit of
-        clients, instead of redis-py's 100, past which commands fail).  Unless
+        With ``cluster=True`` the client is a ``redis.asyncio.RedisCluster``
+        and the URL names any one node of the cluster: the client learns the
+        others, and which master serves which slot, from it.
+
+        ``client_options`` go to ``redis.asyncio.Redis.from_url`` (or
+        ``RedisCluster.from_url``; ``max_connections``, per node on a cluster,
+        defaults to 10,000 here, Redis's own limit of clients, instead of
+        redis-py's 100, past which commands fail).  Unless
         given, ``retry`` is one immediate retry (enough to replace a pooled
         connection the server closed), so a server that is down is reported
         at once instead of after redis-py's default back-off of seconds; and
@@ -437,7 +550,7 @@ class RedisStore(Store):
         time-out (a task per command).  The store closes this client in
         `close`.
         """
-        aioredis, _ = _redis_modules()
+        aioredis, exceptions = _redis_modules()
         # The store bounds each call with ``timeout``; a socket_timeout in the
         # client as well would cost a task per command (redis-py wraps each
         # send in asyncio.wait_for), about 15 us.
@@ -452,14 +565,22 @@ class RedisStore(Store):
                 f"RedisStore.from_url(url=...): expected a str such as 'redis://host:6379/0', "
                 f"got {type(url).__name__}"
             )
+        if not isinstance(cluster, bool):
+            raise SessionOptionError(
+                f"RedisStore.from_url(cluster={cluster!r}): expected True (a Redis Cluster) "
+                "or False (one server)"
+            )
         # redis-py's pool holds 100 connections by default and raises at the
         # 101st concurrent command, which the store would take for an outage
         # (every request 503 under a burst).  Redis itself takes 10,000 clients.
         # (A BlockingConnectionPool waits instead, but costs ~20 us a command.)
+        # A cluster client has the same limit for each node.
         client_options.setdefault("max_connections", 10_000)
         try:
-            client = aioredis.Redis.from_url(url, **client_options)
-        except (ValueError, TypeError) as exc:  # not echoing the URL: it may hold a password
+            client_class = aioredis.RedisCluster if cluster else aioredis.Redis
+            client = client_class.from_url(url, **client_options)
+        except (ValueError, TypeError, exceptions.RedisClusterException) as exc:
+            # not echoing the URL: it may hold a password
             raise SessionOptionError(f"RedisStore.from_url(url=...): {exc}") from exc
         # No connection is made before the first command: a bad option below
         # leaves no socket open.
@@ -499,14 +620,18 @@ class RedisStore(Store):
         max_age: float,
         *,
         previous: Mapping[str, Any] | None = None,
+        ops: Mapping[str, serializers.Op] | None = None,
+        on_conflict: str = "last_write_wins",
         owner: Owner | None = None,
-    ) -> bool:
+    ) -> bool | Written:
         """Write ``data`` with a TTL of ``max_age``; see `Store.set`.
 
         A new session is one ``SET``.  With ``previous``: one ``PEXPIRE`` when
         nothing changed; otherwise one ``EVALSHA`` of the update script, which
         writes ``data`` whole if the record is still what the request loaded,
-        and otherwise applies the request's changes to the record key by key.
+        and otherwise applies the request's changes to the record key by key,
+        settling conflicts by ``on_conflict`` and applying ``ops`` to the
+        values there now.
         With a `user_key`, an `Owner` costs one more script before the write
         (the index first: a crash between the two leaves an entry that
         listing drops, never a session that "log out everywhere" misses), and
@@ -529,22 +654,43 @@ class RedisStore(Store):
         if raw == loaded:
             return await self.touch(key, max_age)
         to_set, to_unset = serializers.changed_keys(previous, data)
-        changes = self._changes(to_set, to_unset)
-        # The script answers a record it cannot split (JSON from another writer)
-        # as it is: merge here and try again against those bytes.  Each pass
-        # that finds other bytes follows another write, so the loop ends when
-        # the record holds still for one round trip.
-        while True:
-            answer = await self._update(name, ttl, loaded, raw, changes)
-            if isinstance(answer, int):
-                return answer == 1
+        changes = self._changes(to_set, to_unset, ops)
+        answer = await self._update(name, ttl, loaded, raw, _POLICY[on_conflict], changes)
+        # The script answers what it cannot merge (JSON from another writer, an
+        # increment past Lua's exact integers) with the record as it is: merge
+        # here and compare-and-set against those bytes.  Each pass that finds
+        # other bytes follows another write, so the loop ends when the record
+        # holds still for one round trip.
+        while isinstance(answer, bytes):
             current = self._decode(answer)
             if current is None:
                 return False
-            current.update(to_set)
-            for removed in to_unset:
-                current.pop(removed, None)
-            loaded, raw = answer, serializers.dumps(current)
+            merged = serializers.merge_changes(
+                current, previous, data, ops=ops, on_conflict=on_conflict
+            )
+            if merged.data is None:
+                return Written.of(merged)
+            written = Written.of(merged)
+            answer = await self._update(
+                name, ttl, answer, serializers.dumps(merged.data), b"c", changes
+            )
+            if answer == 1:
+                return written
+        if isinstance(answer, int):
+            return answer == 1
+        return self._written(answer)
+
+    @staticmethod
+    def _written(answer: list[Any]) -> bool | Written:
+        """The update script's array answer: written, the conflicts, the ops' values."""
+        count = int(answer[1])
+        conflicts = tuple(serializers.loads(name) for name in answer[2:2 + count])
+        rest = answer[2 + count:]
+        values = {
+            serializers.loads(rest[i]): serializers.loads(rest[i + 1])
+            for i in range(0, len(rest), 2)
+        }
+        return Written(bool(answer[0]), conflicts, values)
 
     async def touch(self, key: str, max_age: float) -> bool:
         """Renew the TTL of a live record (one ``PEXPIRE``); ``False`` when there is none.
@@ -601,7 +747,7 @@ class RedisStore(Store):
         """
         destroyed = 0
         async for batch in self._scan("string"):
-            values: list[bytes | None] = await self.call_backend(self.client.mget, batch)
+            values: list[bytes | None] = await self.call_backend(self._mget, batch)
             doomed = [
                 name for name, raw in zip(batch, values, strict=True)
                 if raw is not None and self._matches(raw, match)
@@ -636,8 +782,16 @@ class RedisStore(Store):
                 progress(deleted)
 
     async def ping(self) -> None:
-        """Send ``PING``; `StoreUnavailableError` when Redis does not answer."""
-        await self.ping_backend(self.client.ping)
+        """Send ``PING``; `StoreUnavailableError` when Redis does not answer.
+
+        On a cluster the ``PING`` goes to every master: the store counts as
+        back when all of them answer, which after a failover is the promoted
+        replica.
+        """
+        if self.cluster:
+            await self.ping_backend(self.client.ping, target_nodes=self.client.PRIMARIES)
+        else:
+            await self.ping_backend(self.client.ping)
 
     async def close(self) -> None:
         """Stop the reconnect probe and close the client if the store made it.
@@ -687,8 +841,8 @@ class RedisStore(Store):
         return loaded
 
     async def _update(
-        self, name: str, ttl: int, loaded: bytes, raw: bytes, changes: list[bytes]
-    ) -> int | bytes:
+        self, name: str, ttl: int, loaded: bytes, raw: bytes, policy: bytes, changes: list[bytes]
+    ) -> int | bytes | list[Any]:
         """Run the update script: one ``EVALSHA`` (and ``SCRIPT LOAD`` if Redis lacks it).
 
         With a `user_key` the script also gets the owner's hash and the users'
@@ -700,8 +854,8 @@ class RedisStore(Store):
         else:
             keys = (3, name, name + "~meta", self.namespace + "~user:")
         try:
-            answer: int | bytes = await self._script(
-                _UPDATE_SHA, *keys, ttl, loaded, raw, *changes
+            answer: int | bytes | list[Any] = await self._script(
+                _UPDATE_SHA, *keys, ttl, loaded, raw, policy, *changes
             )
         except SessionError as exc:
             if not self._wrong_type(exc):
@@ -741,15 +895,26 @@ class RedisStore(Store):
         return self.namespace.encode() + b"~user:" + user_json
 
     @staticmethod
-    def _changes(to_set: Mapping[str, Any], to_unset: list[str]) -> list[bytes]:
-        """The update script's changes: each key as JSON, then its new value (empty: removed).
+    def _changes(
+        to_set: Mapping[str, Any], to_unset: list[str], ops: Mapping[str, serializers.Op] | None
+    ) -> list[bytes]:
+        """The update script's changes: each key as JSON, then what to do with it.
 
-        In key order (orjson's), so that the script inserts new keys in place.
+        Its new value as JSON, ``b""`` when it was removed, ``+N`` for an
+        increment and ``<L|[...]`` for an append.  In key order (orjson's), so
+        that the script inserts new keys in place.
         """
         changes: list[bytes] = []
         for name in sorted([*to_set, *to_unset]):
             changes.append(serializers.value_bytes(name))
-            changes.append(serializers.value_bytes(to_set[name]) if name in to_set else b"")
+            op = ops.get(name) if ops else None
+            if op is None:
+                changes.append(serializers.value_bytes(to_set[name]) if name in to_set else b"")
+            elif type(op) is serializers.Increment:
+                changes.append(b"+%d" % op.by)
+            else:
+                assert type(op) is serializers.Append
+                changes.append(b"<%d|" % op.limit + serializers.value_bytes(list(op.values)))
         return changes
 
     @staticmethod
@@ -761,14 +926,37 @@ class RedisStore(Store):
             return False
         return type(data) is dict and Store.matches(data, match)
 
+    async def _mget(self, names: list[bytes]) -> list[bytes | None]:
+        """``MGET`` of ``names``: on a cluster one per slot, since one may not cross slots."""
+        client: Any = self.client
+        if self.cluster:
+            values: list[bytes | None] = await client.mget_nonatomic(names)
+        else:
+            values = await client.mget(names)
+        return values
+
     async def _scan(self, kind: str | None = None) -> AsyncIterator[list[bytes]]:
-        """Yield the keys under the namespace (of type ``kind``), a ``SCAN`` page at a time."""
-        cursor = 0
-        while True:
-            cursor, keys = await self.call_backend(
-                self.client.scan, cursor, self._pattern, 500, kind
-            )
-            if keys:
-                yield keys
-            if cursor == 0:
-                return
+        """Yield the keys under the namespace (of type ``kind``), a ``SCAN`` page at a time.
+
+        On a cluster, each master is walked in turn (``SCAN`` reads one node).
+        """
+        for target in await self._scan_targets():
+            cursor: Any = 0
+            while True:
+                cursor, keys = await self.call_backend(
+                    self.client.scan, cursor, self._pattern, 500, kind, **target
+                )
+                if isinstance(cursor, dict):  # a cluster answers {node: cursor}
+                    (cursor,) = cursor.values()
+                if keys:
+                    yield keys
+                if cursor == 0:
+                    break
+
+    async def _scan_targets(self) -> list[dict[str, Any]]:
+        """Where ``SCAN`` is sent: the server, or each master of a cluster."""
+        if not self.cluster:
+            return [{}]
+        client: Any = self.client
+        await self.call_backend(client.initialize)  # learns the masters on first use
+        return [{"target_nodes": node} for node in client.get_primaries()]
