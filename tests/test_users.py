@@ -257,6 +257,22 @@ class TestOptions(SessionTestCase):
                 MemoryStore(user_key=bad)  # type: ignore[arg-type]
             self.assertIn("user_key", str(caught.exception))
 
+    def test_a_user_index_on_a_redis_cluster_needs_a_hash_tag_in_the_namespace(self) -> None:
+        import redis.asyncio
+
+        from tornado_session.stores import RedisStore
+
+        async def run() -> None:
+            client = redis.asyncio.RedisCluster(host="127.0.0.1", port=1)  # (no connection yet)
+            with self.assertRaises(SessionOptionError) as caught:
+                RedisStore(client, user_key="user_id")
+            self.assertIn("hash tag", str(caught.exception))
+            store = RedisStore(client, namespace="app:{sessions}:", user_key="user_id")
+            self.assertEqual(store.user_key, "user_id")
+            await client.aclose()
+
+        self.io_loop.run_sync(run)
+
     def test_destroy_user_on_a_store_without_an_index_says_so(self) -> None:
         async def run() -> None:
             with self.assertRaises(SessionError) as caught:

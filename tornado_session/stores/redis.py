@@ -81,6 +81,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -421,6 +422,10 @@ def _redis_modules() -> tuple[Any, Any]:
     return redis.asyncio, redis.exceptions
 
 
+#: A Redis Cluster hash tag: the part of a key name that picks its slot.
+_HASH_TAG = re.compile(r"\{[^}]+\}")
+
+
 def _ttl_ms(max_age: float) -> int:
     """``max_age`` seconds as a Redis TTL in milliseconds (at least 1)."""
     return max(1, math.ceil(max_age * 1000))
@@ -518,6 +523,12 @@ class RedisStore(Store):
                 exceptions.ClusterError, exceptions.TryAgainError,
                 exceptions.SlotNotCoveredError,
             )
+            if user_key is not None and not _HASH_TAG.search(namespace):
+                raise SessionOptionError(
+                    f"RedisStore(namespace={namespace!r}, user_key={user_key!r}) on a Redis "
+                    "Cluster: the user index keeps a user's sessions and their index in one "
+                    "slot, so the namespace needs a hash tag, such as 'app:{sessions}:'"
+                )
 
     @classmethod
     def from_url(
