@@ -31,6 +31,8 @@ from tornado_session.testing import FakeClock
 
 NOT_WRITABLE_PRIMARY = 10107
 HANDSHAKE = ("hello", "ismaster", "isMaster")
+#: The commands a member refuses when it is not the primary (a changed session is a findAndModify).
+WRITES = ("update", "findAndModify", "delete", "insert")
 
 
 class ReplicaSet:
@@ -92,13 +94,15 @@ class ReplicaSet:
             if name in ("ping", "endSessions"):
                 return request.ok()
             self.commands.append((index, name, dict(request.doc)))
-            if name in ("update", "delete", "insert"):
+            if name in WRITES:
                 if self.step_down_on_write and index == self.primary:
                     self.step_down_on_write = False
                     self.step_down()
                     return self.not_writable_primary(request)
                 if self.writes[index] == "refuse" or index != self.primary:
                     return self.not_writable_primary(request)
+                if name == "findAndModify":  # a changed session's write: the record before
+                    return request.ok(value={"data": {}}, lastErrorObject={"n": 1})
                 return request.ok(n=1, nModified=1)
             if name == "find":
                 cursor = {"id": 0, "ns": "app.sessions", "firstBatch": []}
@@ -131,7 +135,7 @@ class TestPrimaryStepDown(AsyncTestCase):
 
     def writes_seen(self) -> list[tuple[int, dict[str, Any]]]:
         return [(index, doc) for index, name, doc in self.replica_set.commands
-                if name == "update"]
+                if name in ("update", "findAndModify")]
 
     @gen_test(timeout=20)
     async def test_a_write_refused_by_a_primary_stepping_down_is_retried_on_the_new_one(
@@ -141,7 +145,8 @@ class TestPrimaryStepDown(AsyncTestCase):
         self.assertTrue(await self.store.set("k1", {"user": "ann"}, 60, previous={}))
         (first, refused), (second, retried) = self.writes_seen()
         self.assertEqual((first, second), (0, 1))  # the old primary, then the new one
-        self.assertEqual(retried["updates"], refused["updates"])
+        self.assertEqual(retried["update"], refused["update"])  # a findAndModify
+        self.assertEqual(retried["query"], refused["query"])
         # One retryable write, sent twice: MongoDB applies it at most once.
         self.assertEqual(retried["lsid"], refused["lsid"])
         self.assertEqual(retried["txnNumber"], refused["txnNumber"])
@@ -271,9 +276,10 @@ class TestCommandShapesForSharding(MockMongoCase, AsyncTestCase):
         await self.store.destroy("k1")
         per_session = list(self.mock.commands)
         self.assertEqual([name for name, _ in per_session],
-                         ["find", "update", "update", "update", "delete"])
+                         ["find", "findAndModify", "update", "update", "delete"])
         for name, doc in per_session:
-            (spec,) = doc.get("updates") or doc.get("deletes") or [{"q": doc["filter"]}]
+            (spec,) = (doc.get("updates") or doc.get("deletes")
+                       or [{"q": doc["filter"] if name == "find" else doc["query"]}])
             self.assertIsInstance(spec["q"]["_id"], str, name)  # an equality on _id
             self.assertEqual(spec.get("multi", False), False, name)
             self.assertIn(spec.get("limit", 1), (0, 1), name)
