@@ -21,7 +21,12 @@ What it shows:
   with 429 and ``Retry-After``;
 - ``await self.regenerate_session()`` after login (session fixation defence);
 - ``await self.destroy_session()`` on logout, and ``store.destroy_all(user_id=...)``
-  for "log out everywhere" (the session keeps ``user_id`` for that);
+  for "log out everywhere" (the session keeps ``user_id`` for that, and the store
+  is built with ``user_key="user_id"``, so that costs one user's sessions);
+- a "Your devices" page (``/devices``): ``await self.list_sessions()`` with each
+  session's browser, network and last use, the current one marked, and
+  ``await self.revoke_session(handle)`` / ``revoke_other_sessions()`` behind
+  xsrf-protected forms;
 - flash messages (the mixin's ``flash()``), shown once, at most `FLASH_MAX`; a
   visitor who is not logged in gets no session at all, not even for a message
   (their messages wait in a signed cookie of their own);
@@ -651,6 +656,78 @@ class LogoutHandler(BaseHandler):
         self.redirect("/login")
 
 
+class DevicesHandler(BaseHandler):
+    """"Your devices": where this user is logged in, and a way to end any of it."""
+
+    async def get(self) -> None:
+        if not self.current_user:
+            self.flash("Log in to see your devices.")  # a visitor: kept in a cookie
+            self.redirect("/login")
+            return
+        if self.user_index() is None:
+            self.page("devices.html", devices=None)
+            return
+        devices = [
+            {"handle": s.handle, "current": s.current, "device": describe_agent(s.agent),
+             "address": s.address or "unknown network", "seen": _utc(s.seen),
+             "created": _utc(s.created)}
+            for s in await self.list_sessions()
+        ]
+        self.page("devices.html", devices=devices)
+
+    def user_index(self) -> str | None:
+        """The session store's ``user_key`` (``None``: it keeps no user index)."""
+        store = SessionMixin.configure_application(self.application).store
+        return None if store is None else store.user_key
+
+
+class RevokeDeviceHandler(BaseHandler):
+    """End one of this user's sessions, named by the handle the devices page showed."""
+
+    async def post(self) -> None:
+        if not self.current_user:
+            self.redirect("/login")
+            return
+        if await self.revoke_session(self.get_body_argument("handle", "")):
+            if "username" not in self.session:  # this very session: this browser is out
+                self.redirect("/login")
+                return
+            self.flash("That device is logged out.")
+        else:
+            self.flash("That session had already ended.", "error")
+        self.redirect("/devices")
+
+
+class RevokeOtherDevicesHandler(BaseHandler):
+    """"Log out everywhere else": every session of this user but this one."""
+
+    async def post(self) -> None:
+        if not self.current_user:
+            self.redirect("/login")
+            return
+        count = await self.revoke_other_sessions()
+        self.flash(f"Logged out of {count} other session{'s' if count != 1 else ''}.")
+        self.redirect("/devices")
+
+
+def describe_agent(agent: str) -> str:
+    """A browser and system in a few words, from a ``User-Agent`` (``"Firefox on Linux"``)."""
+    browsers = (("Edg/", "Edge"), ("OPR/", "Opera"), ("Firefox/", "Firefox"),
+                ("Chrome/", "Chrome"), ("Safari/", "Safari"))
+    systems = (("Android", "Android"), ("iPhone", "iPhone"), ("iPad", "iPad"),
+               ("Windows", "Windows"), ("Mac OS X", "macOS"), ("CrOS", "ChromeOS"),
+               ("Linux", "Linux"))
+    browser = next((name for token, name in browsers if token in agent), "")
+    system = next((name for token, name in systems if token in agent), "")
+    if browser and system:
+        return f"{browser} on {system}"
+    return browser or system or agent[:40] or "unknown device"
+
+
+def _utc(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(seconds))
+
+
 class LogoutEverywhereHandler(BaseHandler):
     async def post(self) -> None:
         user_id = self.session.get("user_id")
@@ -731,6 +808,7 @@ TEMPLATES = {
   <h1>Profile</h1>
   <p>You are logged in as <strong id="username">{{ username }}</strong>
      since {{ login_at }}.</p>
+  <p><a href="/devices" id="devices">Your devices</a></p>
   <form class="inline" method="post" action="/logout">
     {% raw xsrf_form_html() %}<button type="submit" id="logout">Log out</button>
   </form>
@@ -738,6 +816,35 @@ TEMPLATES = {
     {% raw xsrf_form_html() %}<button type="submit" id="logout-everywhere">Log out
     everywhere</button>
   </form>
+{% end %}
+""",
+    "devices.html": """{% extends "base.html" %}
+{% block title %}Your devices{% end %}
+{% block body %}
+  <h1>Your devices</h1>
+  {% if devices is None %}
+    <p>This application's session store keeps no user index (build it with
+       <code>user_key="user_id"</code>), so it cannot list your sessions.</p>
+  {% else %}
+  <p>Where you are logged in. Log out any session you do not recognise.</p>
+  <ul id="sessions">
+  {% for d in devices %}
+    <li class="session{% if d['current'] %} current{% end %}">
+      <strong>{{ d["device"] }}</strong>{% if d["current"] %} (this device){% end %}<br>
+      {{ d["address"] }}, last active {{ d["seen"] }}, logged in {{ d["created"] }}
+      <form class="inline" method="post" action="/devices/revoke">
+        {% raw xsrf_form_html() %}<input type="hidden" name="handle" value="{{ d['handle'] }}">
+        <button type="submit" class="revoke">Log out</button>
+      </form>
+    </li>
+  {% end %}
+  </ul>
+  <form method="post" action="/devices/revoke-others">
+    {% raw xsrf_form_html() %}<button type="submit" id="revoke-others">Log out everywhere
+    else</button>
+  </form>
+  {% end %}
+  <p><a href="/profile">Back to your profile</a></p>
 {% end %}
 """,
 }
@@ -755,7 +862,7 @@ def make_app(**settings: Any) -> tornado.web.Application:
     everywhere"); ``cookie_secret`` defaults to a random one.
     """
     settings.setdefault("cookie_secret", secrets.token_urlsafe(32))
-    settings.setdefault("session", SessionOptions(store=MemoryStore()))
+    settings.setdefault("session", SessionOptions(store=MemoryStore(user_key="user_id")))
     settings.setdefault("users", MemoryUsers())
     settings.setdefault("login_throttle", LoginThrottle())
     settings.setdefault("xsrf_cookies", True)
@@ -769,6 +876,9 @@ def make_app(**settings: Any) -> tornado.web.Application:
             (r"/profile", ProfileHandler),
             (r"/logout", LogoutHandler),
             (r"/logout-everywhere", LogoutEverywhereHandler),
+            (r"/devices", DevicesHandler),
+            (r"/devices/revoke", RevokeDeviceHandler),
+            (r"/devices/revoke-others", RevokeOtherDevicesHandler),
         ],
         **settings,
     )
@@ -790,7 +900,7 @@ async def open_backends(mongodb_uri: str) -> tuple[Store, Users]:
     if not mongodb_uri:
         log.info("no --mongodb_uri or MONGODB_URI: users and sessions are kept in memory "
                  "(lost when the app stops)")
-        return MemoryStore(), MemoryUsers()
+        return MemoryStore(user_key="user_id"), MemoryUsers()
     from pymongo import AsyncMongoClient
 
     from tornado_session.stores import MongoStore
@@ -807,7 +917,7 @@ async def open_backends(mongodb_uri: str) -> tuple[Store, Users]:
     except BaseException:
         await client.close()
         raise
-    store: Store = MongoStore(database["sessions"])
+    store: Store = MongoStore(database["sessions"], user_key="user_id")
     # Never log the URI: it may carry a password.
     log.info("users and sessions in MongoDB, database %r", database.name)
     return store, users

@@ -99,7 +99,7 @@ class MockMongo:
 
     def _answer(self, request: Any, name: str, doc: dict[str, Any]) -> Any:
         if name == "find":
-            found = self.documents.get(doc["filter"]["_id"])
+            found = self.documents.get(doc["filter"].get("_id"))
             batch = [{"data": found["data"]}] if found else []
             cursor = {"id": 0, "ns": f"{DATABASE}.{COLLECTION}", "firstBatch": batch}
             return request.ok(cursor=cursor)

@@ -9,6 +9,7 @@ sends it, and that the session cookie is stored HttpOnly and SameSite=Lax.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -29,6 +30,25 @@ SESSION = "tornado.sess"
 
 @pytest.fixture
 def browser() -> Iterator[webdriver.Chrome]:
+    with chromium() as driver:
+        yield driver
+
+
+@pytest.fixture
+def second_browser() -> Iterator[webdriver.Chrome]:
+    """Another browser with a profile of its own: another device of the same user."""
+    with chromium(user_agent=PHONE) as driver:
+        yield driver
+
+
+#: The second browser's ``User-Agent``: a phone, so the devices page tells the two apart.
+PHONE = ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+         "Chrome/131.0 Mobile Safari/537.36")
+
+
+@contextlib.contextmanager
+def chromium(user_agent: str | None = None) -> Iterator[webdriver.Chrome]:
+    """Headless Chromium with a fresh profile (its own cookies)."""
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -38,6 +58,8 @@ def browser() -> Iterator[webdriver.Chrome]:
         "--disable-quic", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
     ):
         options.add_argument(flag)
+    if user_agent is not None:
+        options.add_argument(f"--user-agent={user_agent}")
     driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
     driver.set_page_load_timeout(30)
     try:
@@ -110,3 +132,55 @@ def test_sign_up_log_in_reload_and_log_out_in_chromium(
     assert "Welcome back, alice." in browser.page_source
     browser.find_element(By.ID, "logout").click()
     wait_for_path(browser, "/login")
+
+
+def test_devices_page_revokes_another_browsers_session_which_lands_on_login(
+    browser: webdriver.Chrome, second_browser: webdriver.Chrome, app: RunningExample
+) -> None:
+    laptop, phone = browser, second_browser
+    laptop.get(app.url + "signup")
+    submit(laptop, username="bob", password="correct horse battery")
+    wait_for_path(laptop, "/profile")
+    phone.get(app.url + "login")
+    submit(phone, username="bob", password="correct horse battery")
+    wait_for_path(phone, "/profile")
+
+    laptop.find_element(By.ID, "devices").click()
+    wait_for_path(laptop, "/devices")
+    sessions = laptop.find_elements(By.CSS_SELECTOR, "#sessions li")
+    assert len(sessions) == 2, laptop.page_source
+    current = laptop.find_element(By.CSS_SELECTOR, "#sessions li.current")
+    assert "(this device)" in current.text
+    assert "127.0.0.0/24" in current.text  # the network, not the address
+    other = next(li for li in sessions if "current" not in (li.get_attribute("class") or ""))
+    assert "Chrome on Android" in other.text, other.text
+    other.find_element(By.CSS_SELECTOR, "button.revoke").click()
+    wait_for_path(laptop, "/devices")
+    assert "That device is logged out." in laptop.page_source
+    assert len(laptop.find_elements(By.CSS_SELECTOR, "#sessions li")) == 1
+
+    phone.get(app.url + "profile")  # the revoked session is dead on its next request
+    wait_for_path(phone, "/login")
+    assert "Log in to see your profile." in phone.page_source
+    laptop.get(app.url + "profile")  # the laptop is still logged in
+    assert laptop.find_element(By.ID, "username").text == "bob"
+
+
+def test_log_out_everywhere_else_keeps_only_this_browser(
+    browser: webdriver.Chrome, second_browser: webdriver.Chrome, app: RunningExample
+) -> None:
+    laptop, phone = browser, second_browser
+    laptop.get(app.url + "signup")
+    submit(laptop, username="carol", password="correct horse battery")
+    wait_for_path(laptop, "/profile")
+    phone.get(app.url + "login")
+    submit(phone, username="carol", password="correct horse battery")
+    wait_for_path(phone, "/profile")
+    phone.get(app.url + "devices")
+    phone.find_element(By.ID, "revoke-others").click()
+    wait_for_path(phone, "/devices")
+    assert "Logged out of 1 other session." in phone.page_source
+    laptop.get(app.url + "profile")
+    wait_for_path(laptop, "/login")
+    phone.get(app.url + "profile")
+    assert phone.find_element(By.ID, "username").text == "carol"

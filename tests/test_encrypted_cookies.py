@@ -304,6 +304,21 @@ class TestMigrationFromSignedCookies(EncryptedCase):
         self.jar[COOKIE] = encrypted_cookie
         self.assertEqual(self.fetch("/read").body, b"3")
 
+    def test_signed_false_reads_no_signed_cookie_even_with_a_cookie_secret(self) -> None:
+        self._app = tornado.web.Application(
+            self.get_handlers(), cookie_secret=COOKIE_SECRET,
+            session=SessionOptions(clock=self.clock, signed=False, encryption_keys=self.keys),
+        )
+        self.http_server.request_callback = self._app
+        signed = tornado.web.create_signed_value(
+            COOKIE_SECRET, COOKIE, orjson.dumps({"e": self.clock() + 3600, "m": 3600,
+                                                 "d": {"views": 41}}), version=2,
+        ).decode()
+        self.jar[COOKIE] = signed
+        self.assertEqual(self.fetch("/read").body, b"0")
+        self.assertEqual(self.fetch("/count").body, b"1")
+        self.assertTrue(self.cookie().startswith(ENCRYPTED_PREFIX))
+
     def test_a_tampered_signed_cookie_is_refused_during_migration(self) -> None:
         signed = tornado.web.create_signed_value(
             COOKIE_SECRET, COOKIE, orjson.dumps({"e": self.clock() + 3600, "m": 3600,

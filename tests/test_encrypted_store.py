@@ -32,7 +32,7 @@ from tornado_session.testing import StoreContract
 KEY_1 = "store-key-one-" + "1" * 40
 KEY_2 = "store-key-two-" + "2" * 40
 #: What the contract's destroy_all tests match on: readable, as a user index would be.
-READABLE = ("user_id", "role", "user", "missing", "key", "n")
+READABLE = ("user_id", "account", "role", "user", "missing", "key", "n")
 PRIVATE = {"email": "ada@example.com", "address": "12 Private Lane", "cart": [101, 102]}
 NEEDLES = [b"ada@example.com", b"Private Lane", b"email", b"address", b"cart", b"101"]
 
@@ -70,7 +70,7 @@ def assert_no_plaintext(raw: bytes) -> None:
 
 class TestEncryptedMemoryStoreContract(StoreContract):
     def make_store(self) -> EncryptedStore:
-        return encrypted(MemoryStore(clock=self.clock))
+        return encrypted(MemoryStore(clock=self.clock, user_key=self.user_key))
 
     def make_neighbour(self) -> EncryptedStore:
         return encrypted(MemoryStore(clock=self.clock))
@@ -81,7 +81,8 @@ class TestEncryptedRedisStoreContract(RedisServerCase, StoreContract):
     short_max_age = 0.3
 
     def make_store(self) -> EncryptedStore:
-        return encrypted(RedisStore.from_url(self.redis_server.url, clock=self.clock))
+        return encrypted(RedisStore.from_url(self.redis_server.url, clock=self.clock,
+                                             user_key=self.user_key))
 
     def make_neighbour(self) -> EncryptedStore:
         return encrypted(
@@ -98,7 +99,8 @@ class TestEncryptedMongoStoreContract(StoreContract):
                 serverSelectionTimeoutMS=5000,
             )
             collection = self.client["tornado_session_test"]["enc_" + uuid.uuid4().hex[:12]]
-            return encrypted(MongoStore(collection, namespace="app-a:", clock=self.clock))
+            return encrypted(MongoStore(collection, namespace="app-a:", clock=self.clock,
+                                        user_key=self.user_key))
 
         return self.io_loop.run_sync(build)
 

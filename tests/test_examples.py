@@ -853,3 +853,100 @@ def test_login_example_takes_the_secret_from_the_environment() -> None:
 def test_counter_example_runs_as_a_module() -> None:
     with RunningExample("counter", "--store=cookie") as app:
         assert http_get(app.url) == (200, "1")
+
+
+class TestDevicesPage(LoginAppTest):
+    """The login example's "Your devices" page, on a store with a user index."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.phone = Browser(self)
+
+    def get_app(self) -> tornado.web.Application:
+        self.store = MemoryStore(user_key="user_id")
+        return login.make_app(
+            cookie_secret=SECRET, session=SessionOptions(store=self.store), users=self.users
+        )
+
+    def handles(self, browser: Browser) -> list[str]:
+        page = text(browser.get("/devices"))
+        return re.findall(r'name="handle" value="([0-9a-f]+)"', page)
+
+    def test_visitors_are_sent_to_login(self) -> None:
+        self.assert_redirect(self.browser.get("/devices"), "/login")
+        self.assertNotIn(SESSION, self.browser.cookies)
+        self.assertIn("Log in to see your devices.", text(self.browser.get("/login")))
+
+    def test_each_login_is_listed_and_the_current_one_marked(self) -> None:
+        self.signup(self.browser)
+        self.login(self.phone)
+        page = text(self.browser.get("/devices"))
+        self.assertEqual(page.count('class="session'), 2)
+        self.assertEqual(page.count("(this device)"), 1)
+        self.assertIn("127.0.0.0/24", page)
+
+    def test_revoking_another_device_logs_it_out_and_needs_the_xsrf_token(self) -> None:
+        self.signup(self.browser)
+        self.login(self.phone)
+        page = text(self.browser.get("/devices"))
+        other = re.search(r'<li class="session">.*?name="handle" value="([0-9a-f]+)"', page, re.S)
+        assert other is not None, page
+        refused = self.browser.post("/devices/revoke", {"handle": other.group(1)}, xsrf=False)
+        self.assertEqual(refused.code, 403)
+        self.assertEqual(self.phone.get("/profile").code, 200)
+        done = self.browser.post("/devices/revoke", {"handle": other.group(1)})
+        self.assert_redirect(done, "/devices")
+        self.assertIn("That device is logged out.", text(self.browser.get("/devices")))
+        self.assert_logged_out(self.phone)
+        self.assertEqual(self.browser.get("/profile").code, 200)
+
+    def test_a_handle_of_another_users_session_ends_nothing(self) -> None:
+        self.signup(self.browser)
+        mallory = Browser(self)
+        self.signup(mallory, "mallory")
+        (alices,) = self.handles(self.browser)
+        self.assert_redirect(mallory.post("/devices/revoke", {"handle": alices}), "/devices")
+        self.assertIn("That session had already ended.", text(mallory.get("/devices")))
+        self.assertEqual(self.browser.get("/profile").code, 200)
+
+    def test_revoking_this_device_logs_this_browser_out(self) -> None:
+        self.signup(self.browser)
+        (mine,) = self.handles(self.browser)
+        self.assert_redirect(self.browser.post("/devices/revoke", {"handle": mine}), "/login")
+        self.assert_logged_out(self.browser)
+
+    def test_log_out_everywhere_else(self) -> None:
+        self.signup(self.browser)
+        self.login(self.phone)
+        tablet = Browser(self)
+        self.login(tablet)
+        self.assert_redirect(self.phone.post("/devices/revoke-others"), "/devices")
+        self.assertIn("Logged out of 2 other sessions.", text(self.phone.get("/devices")))
+        self.assert_logged_out(self.browser)
+        self.assert_logged_out(tablet)
+        self.assertEqual(self.phone.get("/profile").code, 200)
+
+
+class TestDevicesPageWithoutAUserIndex(LoginAppTest):
+    def test_the_page_says_the_store_keeps_no_user_index(self) -> None:
+        self.signup(self.browser)
+        page = self.browser.get("/devices")
+        self.assertEqual(page.code, 200)
+        self.assertIn("keeps no user index", text(page))
+        self.assert_redirect(self.browser.post("/logout-everywhere"), "/login")
+
+
+class TestDescribeAgent(unittest.TestCase):
+    def test_browsers_and_systems_are_named_in_a_few_words(self) -> None:
+        cases = {
+            "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0":
+                "Firefox on Linux",
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 "
+            "(KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1": "Safari on iPhone",
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+            "Chrome/131.0 Safari/537.36 Edg/131.0": "Edge on Windows",
+            "curl/8.5.0": "curl/8.5.0",
+            "": "unknown device",
+        }
+        for agent, described in cases.items():
+            self.assertEqual(login.describe_agent(agent), described, agent)

@@ -18,7 +18,7 @@ DAY = 86400.0
 
 class TestMemoryStoreContract(StoreContract):
     def make_store(self) -> MemoryStore:
-        return MemoryStore(clock=self.clock)
+        return MemoryStore(clock=self.clock, user_key=self.user_key)
 
     def make_neighbour(self) -> MemoryStore:
         return MemoryStore(clock=self.clock)  # each application its own: nothing is shared

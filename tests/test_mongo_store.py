@@ -62,7 +62,8 @@ class TestMongoStoreContractPyMongo(StoreContract):
                 serverSelectionTimeoutMS=5000,
             )
             return MongoStore(
-                self.client[DATABASE][unique_collection()], namespace="app-a:", clock=self.clock
+                self.client[DATABASE][unique_collection()], namespace="app-a:", clock=self.clock,
+                user_key=self.user_key,
             )
 
         return self.io_loop.run_sync(build)
@@ -82,7 +83,8 @@ class TestMongoStoreContractMotor(StoreContract):
     def make_store(self) -> MongoStore:
         self.client: Any = AsyncIOMotorClient(server_uri(), serverSelectionTimeoutMS=5000)
         return MongoStore(
-            self.client[DATABASE][unique_collection()], namespace="app-a:", clock=self.clock
+            self.client[DATABASE][unique_collection()], namespace="app-a:", clock=self.clock,
+            user_key=self.user_key,
         )
 
     def make_neighbour(self) -> MongoStore:
@@ -103,7 +105,7 @@ class TestMongoStoreContractRealMongoDB(StoreContract):
         assert MONGODB_URI
         return MongoStore.from_uri(
             MONGODB_URI, collection=unique_collection(), namespace="app-a:", clock=self.clock,
-            serverSelectionTimeoutMS=5000,
+            serverSelectionTimeoutMS=5000, user_key=self.user_key,
         )
 
     def make_neighbour(self) -> MongoStore:

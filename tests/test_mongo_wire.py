@@ -13,7 +13,7 @@ from tests.base import COOKIE, SessionTestCase
 from tests.mongo_mock import MockMongoCase, bson_datetime
 from tornado_session import SessionError, StoreUnavailableError
 from tornado_session.serializers import Append, Increment
-from tornado_session.stores import MongoStore, Written
+from tornado_session.stores import MongoStore, Owner, Written
 from tornado_session.testing import FakeClock
 
 NOW = 1_700_000_000.25
@@ -371,3 +371,76 @@ class TestConnectionMonitor(AsyncTestCase):
         self.beat(self.A, {"isWritablePrimary": True})
         self.assertFalse(late.connected)  # detached: no longer told
         self.assertTrue(self.mock_store.connected)
+
+
+class TestWireUserIndex(WireCase):
+    """The exact commands of the user index (a store with ``user_key``)."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.io_loop.run_sync(self.store.close)
+        self.mock.reset()
+        self.store = MongoStore.from_uri(self.mock.uri, clock=self.clock, user_key="user_id",
+                                         serverSelectionTimeoutMS=3000)
+
+    def owner(self, user: Any) -> Owner:
+        return Owner(user, NOW - 10, NOW - 10, "Firefox", "192.0.2.0/24")
+
+    @gen_test
+    async def test_setup_creates_the_user_index_on_user_and_expires(self) -> None:
+        await self.store.setup()
+        indexes = [command["indexes"][0]["key"] for command in self.mock.of("createIndexes")]
+        self.assertEqual(indexes, [{"expires": 1}, {"user": 1, "expires": 1}])
+
+    @gen_test
+    async def test_a_session_of_a_user_carries_its_owner_beside_the_data(self) -> None:
+        await self.store.setup()
+        self.mock.clear()
+        await self.store.set("k1", {"user_id": 42}, 60, owner=self.owner(42))
+        self.assertEqual(self.mock.names(), ["update"])  # one round trip, as without an index
+        self.assertEqual(self.only_update()["u"], {
+            "_id": "k1", "data": {"user_id": 42}, "expires": bson_datetime(NOW + 60),
+            "user": 42, "created": bson_datetime(NOW - 10), "seen": bson_datetime(NOW),
+            "agent": "Firefox", "address": "192.0.2.0/24",
+        })
+
+    @gen_test
+    async def test_writes_that_leave_the_user_alone_only_move_seen_in_the_same_update(
+        self,
+    ) -> None:
+        await self.store.setup()
+        self.mock.documents["k1"] = {"_id": "k1", "data": {"user_id": 42, "n": 1}}
+        self.mock.clear()
+        await self.store.set("k1", {"user_id": 42, "n": 2}, 60, previous={"user_id": 42, "n": 1})
+        self.clock.advance(5)
+        await self.store.touch("k1", 60)
+        self.assertEqual(self.mock.names(), ["findAndModify", "update"])
+        self.assertEqual(self.only_modify()["update"], {"$set": {
+            "expires": bson_datetime(NOW + 60), "data.n": 2, "seen": bson_datetime(NOW)}})
+        self.assertEqual(self.only_update()["u"], {"$set": {
+            "expires": bson_datetime(NOW + 65), "seen": bson_datetime(NOW + 5)}})
+
+    @gen_test
+    async def test_a_logout_by_update_unsets_the_owner(self) -> None:
+        await self.store.setup()
+        self.mock.documents["k1"] = {"_id": "k1", "data": {"user_id": 42}}
+        self.mock.clear()
+        await self.store.set("k1", {}, 60, previous={"user_id": 42}, owner=self.owner(None))
+        self.assertEqual(self.only_modify()["update"]["$unset"], {
+            "data.user_id": "", "user": "", "created": "", "seen": "", "agent": "",
+            "address": "",
+        })
+
+    @gen_test
+    async def test_listing_and_destroying_a_user_filter_on_the_index_and_expiry(self) -> None:
+        await self.store.setup()
+        self.mock.clear()
+        self.assertEqual(await self.store.user_sessions(42), [])
+        self.assertEqual(await self.store.destroy_all(user_id=42), 0)
+        (find,) = self.mock.of("find")
+        self.assertEqual(find["filter"], {"user": 42, "expires": {"$gt": bson_datetime(NOW)}})
+        self.assertEqual(find["projection"], {"data": 0})
+        (delete,) = self.mock.of("delete")
+        self.assertEqual(delete["deletes"][0]["q"],
+                         {"user": 42, "expires": {"$gt": bson_datetime(NOW)}})
+        self.assertEqual(delete["deletes"][0]["limit"], 0)

@@ -41,7 +41,7 @@ class TestRedisStoreContract(RedisServerCase, StoreContract):
     short_max_age = 0.3  # TTLs are in milliseconds: no need for whole seconds
 
     def make_store(self) -> RedisStore:
-        return RedisStore.from_url(self.redis_server.url, clock=self.clock)
+        return RedisStore.from_url(self.redis_server.url, clock=self.clock, user_key=self.user_key)
 
     def make_neighbour(self) -> RedisStore:
         return RedisStore.from_url(self.redis_server.url, namespace="other-app:", clock=self.clock)
@@ -62,7 +62,8 @@ class TestRedisStoreContractWithOwnClient(RedisServerCase, StoreContract):
             port=self.redis_server.port, protocol=3, parser_class=_AsyncRESP3Parser
         )
         self.client = redis.asyncio.Redis(connection_pool=pool)
-        return RedisStore(self.client, namespace="app:{sessions}:", timeout=2, clock=self.clock)
+        return RedisStore(self.client, namespace="app:{sessions}:", timeout=2, clock=self.clock,
+                          user_key=self.user_key)
 
     def test_the_parsers_are_the_ones_meant(self) -> None:
         self.assertIs(self.client.connection_pool.connection_kwargs["parser_class"],

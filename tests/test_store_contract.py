@@ -4,6 +4,7 @@ operations can say so."""
 
 from __future__ import annotations
 
+import inspect
 import re
 import sys
 import types
@@ -12,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from tornado_session import StoreUnavailableError
-from tornado_session.stores import Store
+from tornado_session.stores import Ready, Store
+from tornado_session.stores.base import UserRecord
 from tornado_session.testing import StoreContract
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "custom-store.md"
@@ -29,6 +31,13 @@ def guide_module() -> types.ModuleType:
     finally:
         del sys.modules[module.__name__]
     return module
+
+
+#: The contract's tests of the user index (they call `StoreContract.needs_user_index`).
+INDEX_TESTS = {
+    name for name in unittest.defaultTestLoader.getTestCaseNames(StoreContract)
+    if "needs_user_index" in inspect.unwrap(getattr(StoreContract, name)).__code__.co_names
+}
 
 
 def run(case: type[unittest.TestCase], names: list[str] | None = None) -> unittest.TestResult:
@@ -59,7 +68,10 @@ class TestTheGuidesStore(unittest.TestCase):
         result = run(case)
         contract_tests = unittest.defaultTestLoader.getTestCaseNames(StoreContract)
         self.assertEqual(result.testsRun, len(contract_tests))
-        self.assertEqual(result.skipped, [])
+        # The guide's store keeps no user index, and says so: only those tests are skipped.
+        self.assertEqual({reason for _, reason in result.skipped},
+                         {"TestSQLiteStore.user_index is False"})
+        self.assertEqual(len(result.skipped), len(INDEX_TESTS))
         self.assertTrue(result.wasSuccessful(), result.failures + result.errors)
 
     def test_a_store_that_brings_back_a_destroyed_session_fails_the_contract(self) -> None:
@@ -125,12 +137,13 @@ class TestTheGuidesStore(unittest.TestCase):
 
     def test_a_store_without_bulk_operations_skips_only_their_tests(self) -> None:
         class NoBulk(self.guide.SQLiteStore):  # type: ignore[name-defined,misc]
-            destroy_all = Store.destroy_all  # the base's: NotImplementedError
+            destroy_matching = Store.destroy_matching  # the base's: NotImplementedError
             count = Store.count
             clear = Store.clear
 
         class TestNoBulk(StoreContract):
             bulk_operations = False
+            user_index = False
 
             def make_store(self) -> Any:
                 return NoBulk(clock=self.clock)
@@ -138,11 +151,11 @@ class TestTheGuidesStore(unittest.TestCase):
         result = run(TestNoBulk)
         self.assertTrue(result.wasSuccessful(), result.failures + result.errors)
         skipped = {test._testMethodName for test, _ in result.skipped}  # type: ignore[attr-defined]
-        self.assertEqual(len(skipped), 8)
+        self.assertEqual(len(skipped - INDEX_TESTS), 8)
         self.assertTrue(all("destroy_all" in n or "count" in n or "neighbour" in n
-                            for n in skipped), skipped)
+                            for n in skipped - INDEX_TESTS), skipped)
         self.assertEqual({reason for _, reason in result.skipped},
-                         {"TestNoBulk.bulk_operations is False"})
+                         {"TestNoBulk.bulk_operations is False", "TestNoBulk.user_index is False"})
 
         class TestNoBulkClaimed(StoreContract):
             def make_store(self) -> Any:
@@ -150,6 +163,37 @@ class TestTheGuidesStore(unittest.TestCase):
 
         result = run(TestNoBulkClaimed, ["test_count_and_clear"])
         self.assertEqual(failed(result), {"test_count_and_clear"})
+
+    def test_a_store_that_claims_an_index_it_does_not_keep_fails_the_index_tests(self) -> None:
+        class TestIndexClaimed(StoreContract):
+            def make_store(self) -> Any:
+                return TestTheGuidesStore.guide.SQLiteStore(clock=self.clock)
+
+        result = run(TestIndexClaimed, sorted(INDEX_TESTS))
+        self.assertEqual(failed(result), INDEX_TESTS)
+
+    def test_a_memory_store_whose_index_forgets_destroyed_sessions_fails_the_contract(
+        self,
+    ) -> None:
+        from tornado_session.stores import MemoryStore
+
+        class Forgets(MemoryStore):
+            def destroy(self, key: str) -> Any:  # drops the record, not its index entry
+                self._check_open()
+                entry = self._protected.pop(key, None) or self._probation.pop(key, None)
+                return Ready(entry is not None)
+
+            async def user_sessions(self, user: Any) -> Any:  # trusts the index blindly
+                return [UserRecord(key, 0.0, self._owners[key])
+                        for key in sorted(self._users.get(user, ()))]
+
+        class TestForgets(StoreContract):
+            def make_store(self) -> Any:
+                return Forgets(clock=self.clock, user_key=self.user_key)
+
+        names = ["test_a_destroyed_session_leaves_the_index",
+                 "test_regenerate_moves_the_entry_to_the_new_key"]
+        self.assertEqual(failed(run(TestForgets, names)), set(names))
 
 
 class TestTheExtensionApi(unittest.IsolatedAsyncioTestCase):

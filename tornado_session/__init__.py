@@ -9,6 +9,7 @@ from .errors import (
 from .mixin import SessionMixin
 from .options import SessionOptions
 from .session import Session
+from .users import UserSession
 
 #: This release's version; the package's metadata reads it from here.
 __version__ = "0.2.0"
@@ -21,4 +22,5 @@ __all__ = [
     "SessionNotLoadedError",
     "SessionOptions",
     "StoreUnavailableError",
+    "UserSession",
 ]

@@ -44,7 +44,8 @@ from .config import MAX_ID_LENGTH, CookiePayload, SessionConfig
 from .errors import SessionConflictError, SessionError, StoreUnavailableError
 from .options import SessionOptions
 from .session import Session
-from .stores.base import Ready, Store, Written
+from .stores.base import Owner, Ready, Store, Written, check_user
+from .users import coarse_address, short_agent
 
 logger = logging.getLogger(__name__)
 
@@ -288,19 +289,22 @@ class SessionContext:
     ``name`` is used in warnings.
     """
 
-    __slots__ = ("_running_now", "committed", "config", "cookie_line", "cookie_values",
+    __slots__ = ("_running_now", "committed", "config", "cookie_line", "cookie_values", "device",
                  "finishing", "flashes", "handler", "name", "outage", "session", "state",
                  "stopped", "store_key", "touched")
 
     def __init__(
         self, config: SessionConfig, cookie_values: Sequence[str] = (), *, handler: Any = None,
-        name: str = "handler",
+        name: str = "handler", device: Callable[[], tuple[str | None, str | None]] | None = None,
     ) -> None:
         self.config = config
         #: The values of every session cookie the request carried, in header order.
         self.cookie_values = tuple(filter(None, cookie_values))
         self.handler = handler
         self.name = name
+        #: Gives the request's ``User-Agent`` and client address, for a store
+        #: with a user index (called only when a session's user changes).
+        self.device = device
         #: The session, once loaded (or started fresh).
         self.session: Session | None = None
         self.state = SessionState()
@@ -514,10 +518,20 @@ class SessionContext:
                     previous = session.loaded_data()
                     ops = session.pending_ops(previous)
                 assert self.store_key is not None
-                written = await self.call_store(
-                    store.set, self.store_key, session.staged_data(), lifetime,
-                    previous=previous, ops=ops, on_conflict=options.on_conflict,
+                data = session.staged_data()
+                owner = None if store.user_key is None else self._owner(
+                    store.user_key, data, previous, now
                 )
+                if owner is None:  # (a store without a user index takes no owner)
+                    written = await self.call_store(
+                        store.set, self.store_key, data, lifetime,
+                        previous=previous, ops=ops, on_conflict=options.on_conflict,
+                    )
+                else:
+                    written = await self.call_store(
+                        store.set, self.store_key, data, lifetime,
+                        previous=previous, ops=ops, on_conflict=options.on_conflict, owner=owner,
+                    )
                 if type(written) is Written:
                     self._met_parallel_writes(written)
         if not written:
@@ -528,6 +542,31 @@ class SessionContext:
             state.written_at = now
             state.expires = round(now + lifetime, 3)
         return self.complete(decision)
+
+    def _owner(
+        self, user_key: str, data: serializers.Loaded, previous: serializers.Loaded | None,
+        now: float,
+    ) -> Owner | None:
+        """The `Owner` to give the store's user index, or ``None`` when it has nothing to change.
+
+        A new session of a user, or a write that changes the user (a login,
+        another user, a logout), gives the record its owner: the user, now,
+        and the request's device.  Any other write gives ``None``, which the
+        store takes as "as it was", so a request that leaves the user alone
+        costs the index nothing.
+        """
+        user = data.get(user_key)
+        if previous is None:
+            if user is None:
+                return None
+        else:
+            before = previous.get(user_key)
+            if type(before) is type(user) and before == user:
+                return None
+        if user is not None:
+            check_user(user, f"session[{user_key!r}]")
+        agent, address = self.device() if self.device is not None else (None, None)
+        return Owner(user, now, now, short_agent(agent), coarse_address(address))
 
     def _met_parallel_writes(self, written: Written) -> None:
         """Report the keys in conflict, and take the values the store computed.

@@ -42,7 +42,8 @@ from .flash import Flashes
 from .lifecycle import CookieUpdate, SessionContext
 from .options import SessionOptions
 from .session import Session
-from .stores.base import Ready
+from .stores.base import Ready, Store, UserId, check_user
+from .users import UserSession, find_user_session, list_user_sessions
 
 logger = logging.getLogger(__name__)
 
@@ -131,9 +132,19 @@ class SessionMixin(_HandlerBase):
                 cookie_values = self.get_session_cookie()
             context = self._session_ctx = SessionContext(
                 _current_config(self.application), cookie_values,
-                handler=self, name=type(self).__name__,
+                handler=self, name=type(self).__name__, device=self._session_device,
             )
         return context
+
+    def _session_device(self) -> tuple[str | None, str | None]:
+        """The ``User-Agent`` and client address a session of a user records.
+
+        ``remote_ip`` is the forwarded address when the server runs with
+        ``xheaders=True`` (behind a proxy), else the peer's.  The lifecycle
+        truncates and coarsens both before the store sees them.
+        """
+        request = self.request
+        return request.headers.get("User-Agent"), request.remote_ip
 
     # -- where the session travels ----------------------------------------------
 
@@ -306,6 +317,72 @@ class SessionMixin(_HandlerBase):
         await context.load()
         context.destroy()
         context.touched = True
+
+    # -- the user's sessions (a store with ``user_key``) ------------------------------
+
+    async def list_sessions(self) -> list[UserSession]:
+        """The live sessions of this session's user, oldest first, with their devices.
+
+        The request's own session is marked ``current``.  Empty when the
+        session has no user.  Each has a ``handle`` for `revoke_session`.
+        Needs a store built with ``user_key``; costs one index read.
+        """
+        store, user, secret = await self._session_user()
+        if user is None:
+            return []
+        return await list_user_sessions(
+            store, user, secret=secret, current_key=self._session_context().store_key
+        )
+
+    async def revoke_session(self, handle: str) -> bool:
+        """End the session of this user that ``handle`` names; whether one ended.
+
+        Only this user's sessions are looked at, so a handle of another
+        user's session (or a made-up one) ends nothing and answers ``False``.
+        The revoked session is dead on its next request.  Revoking the
+        current session destroys it as `destroy_session` does.
+        """
+        store, user, secret = await self._session_user()
+        if user is None:
+            return False
+        key = await find_user_session(store, user, handle, secret=secret)
+        if key is None:
+            return False
+        if key == self._session_context().store_key:
+            await self.destroy_session()
+            return True
+        return bool(await store.destroy(key))
+
+    async def revoke_other_sessions(self) -> int:
+        """End every session of this user but the current one ("log out everywhere else").
+
+        Returns how many ended.  To end the current one too, call
+        ``store.destroy_all(**{user_key: user})`` and `destroy_session`.
+        """
+        store, user, _ = await self._session_user()
+        if user is None:
+            return 0
+        current = self._session_context().store_key
+        ended = 0
+        for record in await store.user_sessions(user):
+            if record.key != current and await store.destroy(record.key):
+                ended += 1
+        return ended
+
+    async def _session_user(self) -> tuple[Store, UserId | None, bytes]:
+        """The store, this session's user (``None``: none) and the secret of handles."""
+        context = self._session_context()
+        session = await context.load()
+        store = context.config.options.store
+        if store is None or store.user_key is None:
+            raise SessionOptionError(
+                f"{type(self).__name__}: listing and revoking a user's sessions needs a store "
+                "with a user index, such as MemoryStore(user_key='user_id')"
+            )
+        context.touched = True
+        user = session.get(store.user_key)
+        secret = _handle_secret(self.application.settings)
+        return store, (None if user is None else check_user(user, store.user_key)), secret
 
     async def commit_session(self) -> None:
         """Commit the session now (needed when ``auto_commit=False``)."""
@@ -617,6 +694,14 @@ def _current_config(application: tornado.web.Application) -> SessionConfig:
     if settings.get("cookie_secret") != secret or settings.get("key_version") != key_version:
         config.use_codec(_codec(settings, config.options), keys=_signing_keys(settings))
     return config
+
+
+def _handle_secret(settings: Mapping[str, Any]) -> bytes:
+    """The secret that session handles are an HMAC under: the newest ``cookie_secret``."""
+    secret = settings.get("cookie_secret") or ""
+    if isinstance(secret, dict):
+        secret = secret[max(secret)] if secret else ""
+    return secret if isinstance(secret, bytes) else str(secret).encode()
 
 
 def _signing_keys(settings: Mapping[str, Any]) -> tuple[Any, Any]:

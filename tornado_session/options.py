@@ -136,7 +136,7 @@ class SessionOptions:
         if (self.encode is None) != (self.decode is None):
             given = "encode" if self.encode is not None else "decode"
             _fail(given, getattr(self, given), "encode and decode given together")
-        if not self.signed and self.encode is None:
+        if not self.signed and self.encode is None and self.encryption_keys is None:
             _fail("signed", False, "True, unless encode/decode are given that authenticate the "
                   "cookie themselves: an unsigned cookie is whatever the client sends (a cookie "
                   "session would load any data, {'is_admin': true} included; a store session "

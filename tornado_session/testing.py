@@ -56,11 +56,11 @@ from tornado.httputil import HTTPHeaders
 from tornado.testing import AsyncTestCase, gen_test, get_async_test_timeout
 
 from . import serializers
-from .errors import SessionSerializationError
+from .errors import SessionError, SessionSerializationError
 from .lifecycle import SessionContext
 from .serializers import Append, Increment
 from .session import Session
-from .stores.base import Store, Written
+from .stores.base import Owner, Store, UserId, Written
 
 if TYPE_CHECKING:
     import tornado.web
@@ -131,6 +131,11 @@ class StoreContract(AsyncTestCase):
         ``True`` (default) when the store has ``destroy_all``, ``count`` and
         ``clear`` (every store of this package does).  A store without them sets
         ``False``: the tests of those calls are then skipped, and say why.
+    ``user_index``
+        ``True`` (default) when the store keeps a user index (``user_key``,
+        `Store.user_sessions`, `Store.destroy_user`): `make_store` then builds
+        it with ``user_key=self.user_key`` (``"user_id"``).  A store without
+        one sets ``False``: the index tests are skipped, and say why.
     """
 
     __test__ = False
@@ -140,6 +145,10 @@ class StoreContract(AsyncTestCase):
     short_max_age = 0.5
     #: Whether the store has ``destroy_all``, ``count`` and ``clear``.
     bulk_operations = True
+    #: Whether the store keeps a user index (built with ``user_key=self.user_key``).
+    user_index = True
+    #: The ``user_key`` that `make_store` gives a store with a user index.
+    user_key = "user_id"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -552,14 +561,14 @@ class StoreContract(AsyncTestCase):
     @gen_test
     async def test_destroy_all_destroys_only_matching_sessions(self) -> None:
         self.needs_bulk_operations()
-        await self.store.set("a1", {"user_id": 42, "n": 1}, 60)
-        await self.store.set("a2", {"user_id": 42, "n": 2}, 60)
-        await self.store.set("b1", {"user_id": 7}, 60)
+        await self.store.set("a1", {"account": 42, "n": 1}, 60)
+        await self.store.set("a2", {"account": 42, "n": 2}, 60)
+        await self.store.set("b1", {"account": 7}, 60)
         await self.store.set("c1", {"n": 3}, 60)
-        self.assertEqual(await self.store.destroy_all(user_id=42), 2)
+        self.assertEqual(await self.store.destroy_all(account=42), 2)
         self.assertIsNone(await self.store.get("a1"))
         self.assertIsNone(await self.store.get("a2"))
-        self.assertEqual(await self.store.get("b1"), {"user_id": 7})
+        self.assertEqual(await self.store.get("b1"), {"account": 7})
         self.assertEqual(await self.store.get("c1"), {"n": 3})
 
     @gen_test
@@ -585,13 +594,13 @@ class StoreContract(AsyncTestCase):
     @gen_test
     async def test_destroy_all_needs_every_value_to_match(self) -> None:
         self.needs_bulk_operations()
-        await self.store.set("a1", {"user_id": 42, "role": "admin"}, 60)
-        await self.store.set("a2", {"user_id": 42, "role": "user"}, 60)
-        await self.store.set("a3", {"user_id": "42", "role": "admin"}, 60)
-        self.assertEqual(await self.store.destroy_all(user_id=42, role="admin"), 1)
+        await self.store.set("a1", {"account": 42, "role": "admin"}, 60)
+        await self.store.set("a2", {"account": 42, "role": "user"}, 60)
+        await self.store.set("a3", {"account": "42", "role": "admin"}, 60)
+        self.assertEqual(await self.store.destroy_all(account=42, role="admin"), 1)
         self.assertIsNone(await self.store.get("a1"))
-        self.assertEqual(await self.store.get("a2"), {"user_id": 42, "role": "user"})
-        self.assertEqual(await self.store.get("a3"), {"user_id": "42", "role": "admin"})
+        self.assertEqual(await self.store.get("a2"), {"account": 42, "role": "user"})
+        self.assertEqual(await self.store.get("a3"), {"account": "42", "role": "admin"})
 
     @gen_test
     async def test_destroy_all_compares_whole_values(self) -> None:
@@ -605,8 +614,8 @@ class StoreContract(AsyncTestCase):
     @gen_test
     async def test_destroy_all_without_a_match_destroys_nothing(self) -> None:
         self.needs_bulk_operations()
-        await self.store.set("a1", {"user_id": 1}, 60)
-        self.assertEqual(await self.store.destroy_all(user_id=2), 0)
+        await self.store.set("a1", {"account": 1}, 60)
+        self.assertEqual(await self.store.destroy_all(account=2), 0)
         self.assertEqual(await self.store.destroy_all(missing=None), 0)
         self.assertEqual(await self.store.count(), 1)
 
@@ -630,23 +639,168 @@ class StoreContract(AsyncTestCase):
             self.skipTest(f"{type(self).__name__}.make_neighbour() gives no neighbour store")
         try:
             for store, app in ((self.store, "ours"), (neighbour, "theirs")):
-                await store.set("same-key", {"user_id": 1, "app": app}, 60)
-                await store.set(f"{app}-only", {"user_id": 1, "app": app}, 60)
-            self.assertEqual(await self.store.get("same-key"), {"user_id": 1, "app": "ours"})
-            self.assertEqual(await neighbour.get("same-key"), {"user_id": 1, "app": "theirs"})
+                await store.set("same-key", {"account": 1, "app": app}, 60)
+                await store.set(f"{app}-only", {"account": 1, "app": app}, 60)
+            self.assertEqual(await self.store.get("same-key"), {"account": 1, "app": "ours"})
+            self.assertEqual(await neighbour.get("same-key"), {"account": 1, "app": "theirs"})
             self.assertIsNone(await self.store.get("theirs-only"))
             self.assertEqual(await self.store.count(), 2)
-            self.assertEqual(await self.store.destroy_all(user_id=1), 2)  # log out everywhere
+            self.assertEqual(await self.store.destroy_all(account=1), 2)  # log out everywhere
             self.assertEqual(await neighbour.count(), 2)
-            self.assertEqual(await neighbour.get("same-key"), {"user_id": 1, "app": "theirs"})
+            self.assertEqual(await neighbour.get("same-key"), {"account": 1, "app": "theirs"})
             await self.store.set("ours-again", {"n": 1}, 60)
             await self.store.clear()
             self.assertEqual(await neighbour.count(), 2)
             self.assertIs(await self.store.destroy("theirs-only"), False)
-            self.assertEqual(await neighbour.get("theirs-only"), {"user_id": 1, "app": "theirs"})
+            self.assertEqual(await neighbour.get("theirs-only"), {"account": 1, "app": "theirs"})
         finally:
             await neighbour.clear()
             await neighbour.close()
+
+    # -- the user index -----------------------------------------------------------
+
+    def needs_user_index(self) -> None:
+        """Skip the calling test when the store keeps no user index."""
+        if not self.user_index:
+            self.skipTest(f"{type(self).__name__}.user_index is False")
+        self.assertEqual(self.store.user_key, self.user_key,
+                         "make_store() must pass user_key=self.user_key")
+
+    def owner(self, user: UserId | None, agent: str = "Firefox", address: str = "192.0.2.0/24"
+              ) -> Owner:
+        """An `Owner` of ``user``, created now."""
+        now = self.clock()
+        return Owner(user, now, now, agent, address)
+
+    async def listed(self, user: UserId) -> list[str]:
+        """The keys of ``user``'s sessions, as the index lists them."""
+        return [record.key for record in await self.store.user_sessions(user)]
+
+    @gen_test
+    async def test_user_sessions_lists_each_session_of_the_user_with_its_device(self) -> None:
+        self.needs_user_index()
+        await self.store.set("a1", {"user_id": 42}, 60, owner=self.owner(42, "Firefox"))
+        await self.advance(0.01)
+        await self.store.set("a2", {"user_id": 42}, 60,
+                             owner=self.owner(42, "Safari", "2001:db8:1::/48"))
+        await self.store.set("b1", {"user_id": 7}, 60, owner=self.owner(7))
+        await self.store.set("c1", {"n": 1}, 60)
+        records = await self.store.user_sessions(42)
+        self.assertEqual([record.key for record in records], ["a1", "a2"])
+        self.assertEqual([(r.owner.user, r.owner.agent, r.owner.address) for r in records],
+                         [(42, "Firefox", "192.0.2.0/24"), (42, "Safari", "2001:db8:1::/48")])
+        for record in records:
+            self.assertAlmostEqual(record.owner.created, self.clock(), delta=5)
+            self.assertAlmostEqual(record.owner.seen, self.clock(), delta=5)
+            self.assertAlmostEqual(record.expires, self.clock() + 60, delta=5)
+        self.assertEqual(await self.listed(7), ["b1"])
+        self.assertEqual(await self.listed("42"), [])  # 42 and "42" are two users
+        self.assertEqual(await self.listed(1), [])
+
+    @gen_test
+    async def test_a_destroyed_session_leaves_the_index(self) -> None:
+        self.needs_user_index()
+        await self.store.set("a1", {"user_id": 42}, 60, owner=self.owner(42))
+        await self.store.set("a2", {"user_id": 42}, 60, owner=self.owner(42))
+        self.assertTrue(await self.store.destroy("a1"))  # a revocation
+        self.assertEqual(await self.listed(42), ["a2"])
+        self.assertIsNone(await self.store.get("a1"))
+
+    @gen_test(timeout=10)
+    async def test_an_expired_session_drops_out_of_the_index(self) -> None:
+        self.needs_user_index()
+        short = self.short_max_age
+        await self.store.set("a1", {"user_id": 42}, short, owner=self.owner(42))
+        await self.store.set("a2", {"user_id": 42}, short * 20, owner=self.owner(42))
+        await self.advance(short * 2.5)
+        self.assertEqual(await self.listed(42), ["a2"])
+        self.assertEqual(await self.store.destroy_user(42), 1)
+
+    @gen_test(timeout=10)
+    async def test_writes_and_touches_keep_an_indexed_session_in_the_index(self) -> None:
+        self.needs_user_index()
+        short = self.short_max_age
+        await self.store.set("a1", {"user_id": 42, "n": 1}, short, owner=self.owner(42))
+        await self.store.set("a2", {"user_id": 42}, short, owner=self.owner(42))
+        (before,) = [r for r in await self.store.user_sessions(42) if r.key == "a1"]
+        await self.advance(short * 0.6)
+        # An update that leaves the user alone passes no owner: the entry follows anyway.
+        self.assertTrue(await self.store.set("a1", {"user_id": 42, "n": 2}, short * 10,
+                                             previous={"user_id": 42, "n": 1}))
+        self.assertTrue(await self.store.touch("a2", short * 10))
+        await self.advance(short * 0.6)
+        records = await self.store.user_sessions(42)
+        self.assertEqual([record.key for record in records], ["a1", "a2"])
+        self.assertGreater(records[0].owner.seen, before.owner.seen)
+        self.assertEqual(records[0].owner.created, before.owner.created)
+        self.assertEqual(records[0].owner.agent, "Firefox")
+
+    @gen_test
+    async def test_regenerate_moves_the_entry_to_the_new_key(self) -> None:
+        self.needs_user_index()
+        await self.store.set("old", {"user_id": 42}, 60, owner=self.owner(42))
+        # The lifecycle's regeneration: destroy the old record, write the new one.
+        self.assertTrue(await self.store.destroy("old"))
+        await self.store.set("new", {"user_id": 42}, 60, owner=self.owner(42))
+        self.assertEqual(await self.listed(42), ["new"])
+
+    @gen_test
+    async def test_an_update_that_changes_the_user_moves_the_entry(self) -> None:
+        self.needs_user_index()
+        await self.store.set("k1", {"cart": [1]}, 60)  # anonymous
+        self.assertTrue(await self.store.set("k1", {"cart": [1], "user_id": 42}, 60,
+                                             previous={"cart": [1]}, owner=self.owner(42)))
+        self.assertEqual(await self.listed(42), ["k1"])
+        self.assertTrue(await self.store.set("k1", {"user_id": 7}, 60,
+                                             previous={"cart": [1], "user_id": 42},
+                                             owner=self.owner(7)))
+        self.assertEqual(await self.listed(42), [])
+        self.assertEqual(await self.listed(7), ["k1"])
+        self.assertTrue(await self.store.set("k1", {}, 60, previous={"user_id": 7},
+                                             owner=self.owner(None)))  # logged out
+        self.assertEqual(await self.listed(7), [])
+        self.assertEqual(await self.store.get("k1"), {})
+        self.assertEqual(await self.store.destroy_all(user_id=7), 0)
+
+    @gen_test
+    async def test_destroy_all_by_the_user_key_destroys_only_that_users_sessions(self) -> None:
+        self.needs_user_index()
+        for key, user in (("a1", 42), ("a2", 42), ("b1", 7), ("s1", "42")):
+            await self.store.set(key, {"user_id": user}, 60, owner=self.owner(user))
+        await self.store.set("c1", {"n": 1}, 60)
+        self.assertEqual(await self.store.destroy_all(user_id=42), 2)
+        self.assertIsNone(await self.store.get("a1"))
+        self.assertIsNone(await self.store.get("a2"))
+        self.assertEqual(await self.listed(42), [])
+        self.assertEqual(await self.listed(7), ["b1"])
+        self.assertEqual(await self.listed("42"), ["s1"])
+        self.assertEqual(await self.store.get("c1"), {"n": 1})
+        self.assertEqual(await self.store.destroy_user("42"), 1)
+        self.assertEqual(await self.store.destroy_all(user_id=42), 0)
+        if self.bulk_operations:
+            self.assertEqual(await self.store.count(), 2)
+
+    @gen_test(timeout=30)  # (40 calls at once: give a loaded machine time)
+    async def test_concurrent_logins_of_one_user_are_all_indexed(self) -> None:
+        self.needs_user_index()
+        await asyncio.gather(*(
+            self.store.set(f"k{i}", {"user_id": 42}, 60, owner=self.owner(42, f"agent {i}"))
+            for i in range(20)
+        ))
+        records = await self.store.user_sessions(42)
+        self.assertEqual(sorted(r.key for r in records), sorted(f"k{i}" for i in range(20)))
+        self.assertEqual({r.owner.agent for r in records}, {f"agent {i}" for i in range(20)})
+        self.assertEqual(await self.store.destroy_all(user_id=42), 20)
+        self.assertEqual(await self.listed(42), [])
+
+    @gen_test
+    async def test_a_user_that_is_not_a_str_or_int_is_refused(self) -> None:
+        self.needs_user_index()
+        for user in (True, 1.5, [1], {"id": 1}):
+            with self.assertRaises(SessionError):
+                Owner(user, 0.0, 0.0)  # type: ignore[arg-type]
+            with self.assertRaises(SessionError):
+                await self.store.destroy_all(user_id=user)
 
     # -- data that must survive the round trip ---------------------------------
 

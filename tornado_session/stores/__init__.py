@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .base import Ready, Store, Written
+from .base import Owner, Ready, Store, UserRecord, Written
 from .memory import MemoryStore
 
 if TYPE_CHECKING:  # the optional stores, as their modules land
@@ -20,7 +20,8 @@ if TYPE_CHECKING:  # the optional stores, as their modules land
     from .redis import RedisStore
 
 __all__ = [
-    "EncryptedStore", "MemoryStore", "MongoStore", "Ready", "RedisStore", "Store", "Written",
+    "EncryptedStore", "MemoryStore", "MongoStore", "Owner", "Ready", "RedisStore", "Store",
+    "UserRecord", "Written",
 ]
 
 _LAZY = {"EncryptedStore": ".encrypted", "MongoStore": ".mongo", "RedisStore": ".redis"}

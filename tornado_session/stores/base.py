@@ -15,11 +15,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .. import serializers
 from .._checks import check_seconds
-from ..errors import SessionError, StoreUnavailableError
+from ..errors import SessionError, SessionOptionError, StoreUnavailableError
 from ..events import EventEmitter, Listener
 
 _T = TypeVar("_T")
@@ -47,6 +48,68 @@ class Ready(Awaitable[_T]):
 
     def __repr__(self) -> str:
         return f"Ready({self.value!r})"
+
+
+#: A user id in the user index: a str or an int (never a bool), as the session holds it.
+UserId = str | int
+
+
+def check_user(user: Any, what: str = "user") -> UserId:
+    """``user`` if it can name a user in the index, else `SessionError` naming ``what``.
+
+    A str or an int: what applications keep as a user id.  A float, a bool, a
+    list or a dict could be equal to another type's value (``1 == 1.0 ==
+    True``), so two users could share one index entry; they are refused.
+    """
+    if isinstance(user, bool) or not isinstance(user, (str, int)):
+        raise SessionError(
+            f"{what} = {user!r}: a session's user must be a str or an int "
+            f"(got {type(user).__name__})"
+        )
+    return user
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Whose session a record is, and the device it came from.
+
+    Kept by the store beside the session's data, never inside it: the index
+    stays readable when the data is encrypted, and the data stays the
+    application's.  The lifecycle passes one to `Store.set` when the user
+    changes (a login, a logout, a new session of a user); `Store.touch` and
+    the other writes keep it, and move its expiry with the record's.
+    """
+
+    #: The user (``None``: the record is no user's: it leaves the index).
+    user: UserId | None
+    #: When the session was created (epoch seconds).
+    created: float
+    #: When the session was last written or touched (epoch seconds).
+    seen: float
+    #: The browser's ``User-Agent``, truncated.
+    agent: str = ""
+    #: The client's network, coarsened (``203.0.113.0/24``, ``2001:db8:1::/48``).
+    address: str = ""
+
+    def __post_init__(self) -> None:
+        if self.user is not None:
+            check_user(self.user, "Owner.user")
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """One live session of a user, as the index answers it (`Store.user_sessions`)."""
+
+    #: The store key (a hash of the session id, never the id).
+    key: str
+    #: When the record expires (epoch seconds).
+    expires: float
+    #: Its owner: the user and the device.
+    owner: Owner
+
+
+#: Told how far a long walk of the store (`Store.count`, `Store.clear`) has got.
+Progress = Callable[[int], None]
 
 
 class Written:
@@ -143,8 +206,18 @@ class Store(abc.ABC):
         clock: Clock = time.time,
         probe_interval: float = 1.0,
         timeout: float | None = None,
+        user_key: str | None = None,
     ) -> None:
         name = type(self).__name__
+        if user_key is not None and (not isinstance(user_key, str) or not user_key):
+            raise SessionOptionError(
+                f"{name}(user_key={user_key!r}): expected the session key that holds the "
+                "user id (a non-empty str, such as 'user_id'), or None for no user index"
+            )
+        #: The session key that names the user (``None``: the store keeps no
+        #: user index).  The lifecycle reads it to tell the store whose session
+        #: it writes; `destroy_all` by this key uses the index.
+        self.user_key = user_key
         #: The store's events: ``connect`` and ``disconnect``.
         self.events = EventEmitter()
         self.clock = clock
@@ -394,6 +467,7 @@ class Store(abc.ABC):
         previous: Mapping[str, Any] | None = None,
         ops: Mapping[str, serializers.Op] | None = None,
         on_conflict: str = "last_write_wins",
+        owner: Owner | None = None,
     ) -> Awaitable[bool | Written]:
         """Store ``data`` under ``key`` for ``max_age`` seconds; true when written.
 
@@ -427,15 +501,25 @@ class Store(abc.ABC):
         ``True``/``False``, or a `Written` naming the conflicts and giving the
         ops' new values.  With ``previous=None`` there is nothing to conflict
         with: ``ops`` and ``on_conflict`` are ignored.
+
+        ``owner`` keeps the user index (stores with a `user_key`).  With
+        ``previous=None`` the record belongs to ``owner`` (``None``: to no
+        user).  With ``previous``, ``owner=None`` keeps the record's owner as
+        it is (the common write: no extra work), and an `Owner` replaces it
+        (the user logged in, changed or, with ``Owner.user=None``, logged
+        out).  Whatever the write, an indexed record's index entry expires
+        with it, and its ``seen`` becomes now.
         """
 
     def touch(self, key: str, max_age: float) -> Awaitable[bool]:
         """Extend the record's expiry to ``max_age`` seconds from now.
 
         The one way to extend a session without changing it.  Returns
-        ``False`` when there is no live record (nothing is created).  The
-        default reads the record with `get` and writes it back with `set`;
-        stores override it with one call.
+        ``False`` when there is no live record (nothing is created).  An
+        indexed record's entry moves with it and its ``seen`` becomes now:
+        with ``touch_after`` that is when the user was last seen, to that
+        precision.  The default reads the record with `get` and writes it
+        back with `set`; stores override it with one call.
         """
         return self._touch_by_rewrite(key, max_age)
 
@@ -472,16 +556,57 @@ class Store(abc.ABC):
         """Destroy every session whose data has these top-level values.
 
         ``await store.destroy_all(user_id=42)`` logs a user out everywhere.
-        Returns how many sessions were destroyed.
+        Returns how many sessions were destroyed.  When ``match`` is the
+        store's `user_key` alone, the user index answers (`destroy_user`): the
+        cost is that user's sessions, not the store's; any other match scans.
+        """
+        if self.user_key is not None and len(match) == 1 and self.user_key in match:
+            return await self.destroy_user(check_user(match[self.user_key], self.user_key))
+        return await self.destroy_matching(match)
+
+    async def destroy_matching(self, match: Mapping[str, Any]) -> int:
+        """Destroy every live session whose data has the values in ``match`` (a scan).
+
+        `destroy_all` calls it for a match the user index cannot answer.
         """
         raise NotImplementedError(f"{type(self).__name__} does not support destroy_all()")
 
-    async def count(self) -> int:
-        """Return how many live sessions the store holds."""
+    async def destroy_user(self, user: UserId) -> int:
+        """Destroy every session of ``user`` through the index; how many were live.
+
+        Costs in proportion to that user's sessions.  Needs a `user_key`.
+        """
+        raise NotImplementedError(f"{type(self).__name__} keeps no user index")
+
+    async def user_sessions(self, user: UserId) -> list[UserRecord]:
+        """The live sessions of ``user``, oldest first, with their owner.
+
+        An expired or destroyed session is never in the answer.  Costs in
+        proportion to that user's sessions.  Needs a `user_key`.
+        """
+        raise NotImplementedError(f"{type(self).__name__} keeps no user index")
+
+    def _needs_user_key(self) -> None:
+        """Raise `SessionError` when the store was built without a `user_key`."""
+        if self.user_key is None:
+            raise SessionError(
+                f"{type(self).__name__} keeps no user index: build it with "
+                "user_key='<the session key holding the user id>'"
+            )
+
+    async def count(self, *, progress: Progress | None = None) -> int:
+        """Return how many live sessions the store holds.
+
+        ``progress``, if given, is called with how many keys were looked at
+        so far, as a long walk goes (a command line's progress bar).
+        """
         raise NotImplementedError(f"{type(self).__name__} does not support count()")
 
-    async def clear(self) -> None:
-        """Delete every session of this store."""
+    async def clear(self, *, progress: Progress | None = None) -> None:
+        """Delete every session of this store.
+
+        ``progress``, if given, is called with how many keys were deleted so far.
+        """
         raise NotImplementedError(f"{type(self).__name__} does not support clear()")
 
     # -- shared helpers for subclasses -------------------------------------

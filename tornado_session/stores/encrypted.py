@@ -52,7 +52,7 @@ from .. import serializers
 from ..crypto import Keyring, check_keys
 from ..errors import SessionError, SessionOptionError
 from ..events import Listener
-from .base import Ready, Store, Written
+from .base import Owner, Progress, Ready, Store, UserId, UserRecord, Written, check_user
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class EncryptedStore(Store):
                     f"EncryptedStore(readable=...): {name!r} is not a key name "
                     f"(a non-empty str that does not start with {FIELD_MARK!r})"
                 )
-        super().__init__(clock=store.clock)
+        super().__init__(clock=store.clock, user_key=store.user_key)
         #: The store that keeps the encrypted records.
         self.store = store
         self.events = store.events
@@ -199,8 +199,13 @@ class EncryptedStore(Store):
         previous: Mapping[str, Any] | None = None,
         ops: Mapping[str, serializers.Op] | None = None,
         on_conflict: str = "last_write_wins",
+        owner: Owner | None = None,
     ) -> bool | Written:
         """Seal the changed keys and let the wrapped store write them; see `Store.set`.
+
+        ``owner`` (a user index: the wrapped store's ``user_key``) goes to the
+        wrapped store as it is, beside the sealed record: the index stays
+        readable.
 
         With ``previous``, the sealed record the request loaded (remembered
         from `get`) is handed to the store as its ``previous``, and the new
@@ -217,15 +222,22 @@ class EncryptedStore(Store):
         record: Mapping[str, Any]
         if previous is None:
             record, fields = self._seal_all(key, data)
-            return self._after_write(
-                key, await self.store.set(key, record, max_age), raw, record, fields
-            )
+            if owner is None:
+                written: bool | Written = await self.store.set(key, record, max_age)
+            else:  # (only a store with a user index takes an owner)
+                written = await self.store.set(key, record, max_age, owner=owner)
+            return self._after_write(key, written, raw, record, fields)
         opened = self._versions.get((key, serializers.raw_json(previous)))
         if opened is not None:
+            # Without ops, "last/first write wins" is the store's own rule on sealed fields
+            # (a field written since has other ciphertext); "fail" and ops are settled here.
+            mode = "fail" if ops or on_conflict == "fail" else on_conflict
             written, record, fields = await self._write_changes(
-                key, opened, previous, data, max_age
+                key, opened, previous, data, max_age, mode, owner
             )
             if written or not isinstance(written, Written) or not written.conflicts:
+                if isinstance(written, Written):  # the store names fields: say their keys
+                    written = self._named(written, opened.fields, fields)
                 return self._after_write(key, written, raw, record, fields)
         while True:  # merge here, on the record as it is now
             current = await self.store.get(key)
@@ -239,7 +251,7 @@ class EncryptedStore(Store):
             if merged.data is None:  # on_conflict="fail": nothing is written
                 return Written.of(merged)
             written, record, fields = await self._write_changes(
-                key, opened, now, merged.data, max_age
+                key, opened, now, merged.data, max_age, "fail", owner
             )
             if written or not isinstance(written, Written) or not written.conflicts:
                 answer = Written.of(merged) if written else False
@@ -249,11 +261,12 @@ class EncryptedStore(Store):
 
     async def _write_changes(
         self, key: str, opened: _Opened, before: Mapping[str, Any], after: Mapping[str, Any],
-        max_age: float,
+        max_age: float, mode: str, owner: Owner | None = None,
     ) -> tuple[bool | Written, Mapping[str, Any], dict[str, str]]:
         """Write ``opened``'s record with the changes from ``before`` to ``after`` sealed in.
 
-        A compare-and-set of the changed fields (``on_conflict="fail"``).
+        ``mode`` is the store's ``on_conflict`` (``"fail"``: a compare-and-set
+        of the changed fields); ``owner`` goes to a store with a user index.
         Returns the store's answer, and the record and fields sent.
         """
         record: Mapping[str, Any]
@@ -261,10 +274,26 @@ class EncryptedStore(Store):
             record, fields = opened.sealed, opened.fields  # nothing to seal: expiry renewed
         else:
             record, fields = self._sealed_changes(key, opened, before, after)
-        written = await self.store.set(
-            key, record, max_age, previous=opened.sealed, on_conflict="fail"
-        )
+        if owner is None:
+            written = await self.store.set(
+                key, record, max_age, previous=opened.sealed, on_conflict=mode
+            )
+        else:  # (only a store with a user index takes an owner)
+            written = await self.store.set(
+                key, record, max_age, previous=opened.sealed, on_conflict=mode, owner=owner
+            )
         return written, record, fields
+
+    @staticmethod
+    def _named(
+        written: Written, before: Mapping[str, str], after: Mapping[str, str]
+    ) -> bool | Written:
+        """The store's answer with the keys of the fields it names (no values: none computed)."""
+        names = {field: name for fields in (before, after) for name, field in fields.items()}
+        conflicts = tuple(sorted({names.get(field, field) for field in written.conflicts}))
+        if not conflicts:
+            return written.written
+        return Written(written.written, conflicts)
 
     def _after_write(
         self, key: str, written: bool | Written, raw: bytes, record: Mapping[str, Any],
@@ -292,6 +321,8 @@ class EncryptedStore(Store):
         Raises `SessionError` for a key that is not readable: its values are
         sealed, and the store cannot compare them.
         """
+        if self.user_key is not None and list(match) == [self.user_key]:
+            return await self.destroy_user(check_user(match[self.user_key], self.user_key))
         sealed = sorted(name for name in match if name not in self.readable)
         if sealed:
             raise SessionError(
@@ -302,15 +333,25 @@ class EncryptedStore(Store):
         self._versions.clear()
         return await self.store.destroy_all(**match)
 
-    async def count(self) -> int:
-        """Return how many live sessions the wrapped store holds."""
-        return await self.store.count()
+    async def destroy_user(self, user: UserId) -> int:
+        """Destroy ``user``'s sessions through the wrapped store's user index."""
+        self._opened.clear()
+        self._versions.clear()
+        return await self.store.destroy_user(user)
 
-    async def clear(self) -> None:
+    async def user_sessions(self, user: UserId) -> list[UserRecord]:
+        """``user``'s live sessions, from the wrapped store's user index (kept in clear)."""
+        return await self.store.user_sessions(user)
+
+    async def count(self, *, progress: Progress | None = None) -> int:
+        """Return how many live sessions the wrapped store holds."""
+        return await self.store.count(progress=progress)
+
+    async def clear(self, *, progress: Progress | None = None) -> None:
         """Delete every session of the wrapped store."""
         self._opened.clear()
         self._versions.clear()
-        await self.store.clear()
+        await self.store.clear(progress=progress)
 
     async def close(self) -> None:
         """Close the wrapped store, and this one."""

@@ -9,6 +9,7 @@ coroutine, no task), and raise their errors from the call itself.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -21,7 +22,7 @@ from typing import Any
 from .. import serializers
 from .._checks import check_seconds
 from ..errors import SessionOptionError, StoreUnavailableError
-from .base import Clock, Ready, Store, Written
+from .base import Clock, Owner, Progress, Ready, Store, UserId, UserRecord, Written
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,11 @@ class MemoryStore(Store):
     process is logged out.  A store built or used in a forked process
     (``tornado.process.fork_processes``, or any pre-forking server) therefore
     logs a warning, once, naming the shared stores to use instead.
+
+    With ``user_key`` the store keeps a user index: each record's `Owner` in
+    a dict beside the records, and a set of keys per user, so that listing or
+    destroying one user's sessions touches only theirs.  A record that leaves
+    (destroyed, expired, evicted) leaves the index with it.
     """
 
     backend = "MemoryStore"
@@ -106,6 +112,7 @@ class MemoryStore(Store):
         max_entries: int | None = 100_000,
         sweep_interval: float = 60.0,
         clock: Clock = time.time,
+        user_key: str | None = None,
     ) -> None:
         if max_entries is not None and (
             isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1
@@ -113,7 +120,7 @@ class MemoryStore(Store):
             raise SessionOptionError(
                 f"MemoryStore(max_entries={max_entries!r}): expected a positive int or None"
             )
-        super().__init__(clock=clock)
+        super().__init__(clock=clock, user_key=user_key)
         self.max_entries = max_entries
         self.sweep_interval = check_seconds("MemoryStore option sweep_interval", sweep_interval)
         # Below max_entries, always: a new record never evicts itself.
@@ -130,6 +137,9 @@ class MemoryStore(Store):
         # holds nothing (max_entries=1), when each promotion is undone at once.
         self._found_in = self._protected if self._protected_max > 0 else self._probation
         self._last_sweep = clock()
+        #: The user index: each indexed record's owner, and each user's keys.
+        self._owners: dict[str, Owner] = {}
+        self._users: dict[UserId, set[str]] = {}
         # False until the warning about a forked process was logged (or needed not be).
         self._warned = not _forked
         _stores.add(self)
@@ -155,6 +165,7 @@ class MemoryStore(Store):
         previous: Mapping[str, Any] | None = None,
         ops: Mapping[str, serializers.Op] | None = None,
         on_conflict: str = "last_write_wins",
+        owner: Owner | None = None,
     ) -> Ready[bool | Written]:
         """Store a copy of ``data``; see `Store.set`.
 
@@ -166,6 +177,8 @@ class MemoryStore(Store):
         self._check_open()
         raw = serializers.dumps(data)  # first: a value that is not JSON writes nothing
         if previous is None:
+            if owner is not None or key in self._owners:
+                self._own(key, owner)
             # A copy of exactly its size: orjson's bytes keep the few KiB buffer they
             # were written in (measured: ~4 KiB a session instead of ~150 bytes).
             entry = (self.expires_at(max_age), bytes(memoryview(raw)))
@@ -194,6 +207,10 @@ class MemoryStore(Store):
             if written is not True:
                 answer = Ready(written)
         self._found_in[key] = (self.expires_at(max_age), bytes(memoryview(raw)))
+        if owner is not None:
+            self._own(key, owner)
+        elif key in self._owners:
+            self._seen(key)
         self._evict()
         return answer
 
@@ -203,16 +220,47 @@ class MemoryStore(Store):
         if entry is None:
             return _FALSE
         self._found_in[key] = (self.expires_at(max_age), entry[1])
+        if key in self._owners:
+            self._seen(key)
         return _TRUE
 
     def destroy(self, key: str) -> Ready[bool]:
         """Delete the record under ``key``; whether a live one was there."""
         self._check_open()
         entry = self._protected.pop(key, None) or self._probation.pop(key, None)
+        if self._owners:
+            self._own(key, None)
         return _TRUE if entry is not None and entry[0] > self.clock() else _FALSE
 
-    async def destroy_all(self, **match: Any) -> int:
-        """Destroy every live session whose data has these top-level values."""
+    async def destroy_user(self, user: UserId) -> int:
+        """Destroy every session of ``user``: one dict lookup per session of theirs."""
+        self._check_open()
+        self._needs_user_key()
+        now = self.clock()
+        destroyed = 0
+        for key in list(self._users.get(user, ())):
+            entry = self._protected.pop(key, None) or self._probation.pop(key, None)
+            self._own(key, None)
+            if entry is not None and entry[0] > now:
+                destroyed += 1
+        return destroyed
+
+    async def user_sessions(self, user: UserId) -> list[UserRecord]:
+        """The live sessions of ``user`` (oldest first); reading them is no use of them."""
+        self._check_open()
+        self._needs_user_key()
+        now = self.clock()
+        found = []
+        for key in list(self._users.get(user, ())):
+            entry = self._protected.get(key) or self._probation.get(key)
+            if entry is None or entry[0] <= now:
+                continue
+            found.append(UserRecord(key, entry[0], self._owners[key]))
+        found.sort(key=lambda record: (record.owner.created, record.key))
+        return found
+
+    async def destroy_matching(self, match: Mapping[str, Any]) -> int:
+        """Destroy every live session whose data has these top-level values (a scan)."""
         self._check_open()
         now = self.clock()
         destroyed = 0
@@ -224,25 +272,34 @@ class MemoryStore(Store):
             ]
             for key in doomed:
                 del segment[key]
+                if self._owners:
+                    self._own(key, None)
             destroyed += len(doomed)
         return destroyed
 
-    async def count(self) -> int:
+    async def count(self, *, progress: Progress | None = None) -> int:
         """Return how many live sessions are held."""
         self._check_open()
         now = self.clock()
-        return sum(
+        counted = sum(
             1
             for segment in (self._probation, self._protected)
             for expires, _ in segment.values()
             if expires > now
         )
+        if progress is not None:
+            progress(len(self._probation) + len(self._protected))
+        return counted
 
-    async def clear(self) -> None:
+    async def clear(self, *, progress: Progress | None = None) -> None:
         """Delete every session."""
         self._check_open()
+        if progress is not None:
+            progress(len(self._probation) + len(self._protected))
         self._probation.clear()
         self._protected.clear()
+        self._owners.clear()
+        self._users.clear()
 
     async def close(self) -> None:
         """Take the store down: calls fail with `StoreUnavailableError`.
@@ -264,6 +321,22 @@ class MemoryStore(Store):
             self._warn_forked()
         if not self._connected:
             raise StoreUnavailableError("MemoryStore is closed; call open() to serve again")
+
+    def _own(self, key: str, owner: Owner | None) -> None:
+        """Index ``key`` under ``owner``'s user (``None``, or no user: out of the index)."""
+        old = self._owners.pop(key, None)
+        if old is not None:
+            keys = self._users[old.user]  # type: ignore[index]
+            keys.discard(key)
+            if not keys:
+                del self._users[old.user]  # type: ignore[arg-type]
+        if owner is not None and owner.user is not None:
+            self._owners[key] = dataclasses.replace(owner, seen=self.clock())
+            self._users.setdefault(owner.user, set()).add(key)
+
+    def _seen(self, key: str) -> None:
+        """The indexed record under ``key`` was written or touched now."""
+        self._owners[key] = dataclasses.replace(self._owners[key], seen=self.clock())
 
     def _warn_forked(self) -> None:
         """Say once that sessions kept in one of several processes get lost."""
@@ -288,11 +361,15 @@ class MemoryStore(Store):
         if entry is not None:
             if entry[0] <= self.clock():
                 del protected[key]
+                if self._owners:
+                    self._own(key, None)
                 return None
             protected.move_to_end(key)
             return entry
         entry = self._probation.pop(key, None)
         if entry is None or entry[0] <= self.clock():
+            if entry is not None and self._owners:
+                self._own(key, None)
             return None
         self._promote(key, entry)
         return entry
@@ -323,10 +400,14 @@ class MemoryStore(Store):
                 expired = [key for key, (expires, _) in segment.items() if expires <= now]
                 for key in expired:
                     del segment[key]
+                    if self._owners:
+                        self._own(key, None)
         max_entries = self.max_entries
         if max_entries is not None:
             probation, protected = self._probation, self._protected
             while len(probation) + len(protected) > max_entries:
                 # Protected is bounded below max_entries, so probation is empty
                 # here only if max_entries was lowered after construction.
-                (probation or protected).popitem(last=False)
+                evicted, _ = (probation or protected).popitem(last=False)
+                if self._owners:
+                    self._own(evicted, None)

@@ -7,7 +7,11 @@ One document per session::
 ``_id`` is the key the lifecycle gives (a hash of the session id, never the
 id), ``data`` is a subdocument, so an operator can query sessions
 (``{"data.user_id": 42}``), and ``expires`` carries a TTL index with
-``expireAfterSeconds=0``, so MongoDB removes expired sessions by itself.  Its
+``expireAfterSeconds=0``, so MongoDB removes expired sessions by itself.
+A store with a ``user_key`` keeps its user index in fields beside ``data``
+(``user``, ``created``, ``seen``, ``agent``, ``address``: see `Owner`) with an
+index on ``(user, expires)``, so one user's sessions are found, listed and
+deleted without reading anyone else's.  Its
 TTL monitor runs about once a minute, so every read also filters on
 ``expires > now``: an expired session never reads as live.  Session keys that
 cannot be field names (``a.b``, ``$x``, ``""``, a NUL) are escaped losslessly
@@ -67,7 +71,7 @@ from ..errors import (
     SessionSerializationError,
     StoreUnavailableError,
 )
-from .base import Clock, Store, Written
+from .base import Clock, Owner, Progress, Store, UserId, UserRecord, Written
 
 _INSTALL_HINT = 'MongoStore needs PyMongo: pip install "tornado-async-session[mongo]"'
 
@@ -207,6 +211,7 @@ class MongoStore(Store):
         clock: Clock = time.time,
         create_ttl_index: bool = True,
         probe_interval: float = 0.5,
+        user_key: str | None = None,
     ) -> None:
         _require_pymongo()
         if not isinstance(namespace, str):
@@ -225,7 +230,7 @@ class MongoStore(Store):
                 f"MongoStore(collection={collection!r}): expected a PyMongo async or Motor "
                 "collection, e.g. pymongo.AsyncMongoClient(uri)['app']['sessions']"
             )
-        super().__init__(clock=clock, probe_interval=probe_interval)
+        super().__init__(clock=clock, probe_interval=probe_interval, user_key=user_key)
         #: Put before every ``_id``; the bulk operations see only ids that start with it.
         self.namespace = namespace
         #: The filter of this store's documents (nothing for the whole collection).
@@ -276,6 +281,7 @@ class MongoStore(Store):
         clock: Clock = time.time,
         create_ttl_index: bool = True,
         probe_interval: float = 0.5,
+        user_key: str | None = None,
         **client_options: Any,
     ) -> MongoStore:
         """Build a store on a new `pymongo.AsyncMongoClient` that the store owns.
@@ -302,7 +308,7 @@ class MongoStore(Store):
         spec = _ClientSpec(uri, database, collection, client_options)
         return cls(
             spec, namespace=namespace, clock=clock, create_ttl_index=create_ttl_index,
-            probe_interval=probe_interval
+            probe_interval=probe_interval, user_key=user_key,
         )
 
     def _open(self) -> None:
@@ -346,6 +352,8 @@ class MongoStore(Store):
     async def setup(self) -> None:
         """Create the TTL index on ``expires`` (``expireAfterSeconds=0``).
 
+        With a `user_key`, also the user index, on ``(user, expires)``.
+
         Idempotent: an existing index with the same options is fine.  One on
         ``expires`` with other options raises `SessionError` saying so.  Run
         once, lazily, by the first operation; call it at start-up to fail early.
@@ -364,6 +372,8 @@ class MongoStore(Store):
                 "on 'expires' with other options; drop it, or create it with "
                 "expireAfterSeconds=0 and pass create_ttl_index=False"
             ) from cause
+        if self.user_key is not None:
+            await self.call_backend(self.collection.create_index, [("user", 1), ("expires", 1)])
         self._ready = True
 
     async def _ensure_ready(self) -> None:
@@ -407,23 +417,31 @@ class MongoStore(Store):
         previous: Mapping[str, Any] | None = None,
         ops: Mapping[str, serializers.Op] | None = None,
         on_conflict: str = "last_write_wins",
+        owner: Owner | None = None,
     ) -> bool | Written:
         """Write ``data`` in one round trip; see `Store.set` and the module docstring."""
         await self._ensure_ready()
         expires = self._datetime(self.expires_at(max_age))
         try:
             if previous is None:
-                return await self._replace(key, data, expires)
-            return await self._update_changes(key, data, expires, previous, ops, on_conflict)
+                return await self._replace(key, data, expires, owner)
+            return await self._update_changes(
+                key, data, expires, previous, ops, on_conflict, owner
+            )
         except SessionSerializationError as exc:
             if exc.key is None:  # find the key, in JSON's words
                 serializers.dumps(data)
             raise
 
-    async def _replace(self, key: str, data: Mapping[str, Any], expires: datetime.datetime) -> bool:
+    async def _replace(
+        self, key: str, data: Mapping[str, Any], expires: datetime.datetime,
+        owner: Owner | None = None,
+    ) -> bool:
         """Write a new or regenerated session: one upsert of the whole document."""
         name = self.namespace + key
         document = {"_id": name, "data": _escape(dict(data)), "expires": expires}
+        if self.user_key is not None and owner is not None and owner.user is not None:
+            document.update(self._owner_fields(owner))
         await self.call_backend(self.collection.replace_one, {"_id": name}, document, upsert=True)
         return True
 
@@ -435,6 +453,7 @@ class MongoStore(Store):
         previous: Mapping[str, Any],
         ops: Mapping[str, serializers.Op] | None,
         on_conflict: str,
+        owner: Owner | None = None,
     ) -> bool | Written:
         """Apply the keys this request changed, in one ``findAndModify``.
 
@@ -450,12 +469,13 @@ class MongoStore(Store):
         """
         to_set, to_unset = serializers.changed_keys(previous, data)
         if not to_set and not to_unset:
-            return await self._update(key, {"$set": {"expires": expires}})
+            return await self._update(key, self._owned({"$set": {"expires": expires}}, owner))
         ops = {name: op for name, op in ops.items() if name in to_set} if ops else None
         if on_conflict == "last_write_wins":
             update: Any = _plain_update(to_set, to_unset, expires, ops)
         else:
             update = _guarded_update(to_set, to_unset, expires, previous, ops, on_conflict)
+        update = self._owned(update, owner)
         try:
             before = await self._modify(key, update, [*to_set, *to_unset])
         except SessionError as exc:
@@ -463,7 +483,7 @@ class MongoStore(Store):
             if not (ops and isinstance(refused, OperationFailure) and refused.code in _OP_REFUSED):
                 raise
             ops = None
-            update = _plain_update(to_set, to_unset, expires, None)
+            update = self._owned(_plain_update(to_set, to_unset, expires, None), owner)
             before = await self._modify(key, update, [*to_set, *to_unset])
         if before is None:
             return False
@@ -483,12 +503,42 @@ class MongoStore(Store):
         )
         return document
 
+    def _owned(self, update: Any, owner: Owner | None) -> Any:
+        """``update`` (a document or a pipeline) keeping the owner fields beside ``data``.
+
+        Without a `user_key`, ``update`` as it is.  Else: ``owner=None`` sets
+        ``seen`` only (the record's owner stays as it is); an `Owner` of a user
+        sets all of its fields, one of no user removes them (a logout).
+        """
+        if self.user_key is None:
+            return update
+        if owner is None:
+            fields: dict[str, Any] = {"seen": self._now()}
+            removed: list[str] = []
+        elif owner.user is None:
+            fields, removed = {}, list(_OWNER_FIELDS)
+        else:
+            fields, removed = self._owner_fields(owner), []
+        if isinstance(update, list):  # a pipeline: values as literals, removal as a stage
+            update[0]["$set"].update({name: {"$literal": value} for name, value in fields.items()})
+            return [*update, {"$unset": removed}] if removed else update
+        update["$set"].update(fields)
+        if removed:
+            update.setdefault("$unset", {}).update(dict.fromkeys(removed, ""))
+        return update
+
+    def _owner_fields(self, owner: Owner) -> dict[str, Any]:
+        """The fields of a document that hold its owner (beside ``data``)."""
+        return {"user": owner.user, "created": self._datetime(owner.created),
+                "seen": self._now(), "agent": owner.agent, "address": owner.address}
+
     async def touch(self, key: str, max_age: float) -> bool:
         """Extend a live record's expiry with one update; ``False`` when there is none."""
         await self._ensure_ready()
-        return await self._update(
-            key, {"$set": {"expires": self._datetime(self.expires_at(max_age))}}
-        )
+        fields = {"expires": self._datetime(self.expires_at(max_age))}
+        if self.user_key is not None:
+            fields["seen"] = self._now()
+        return await self._update(key, {"$set": fields})
 
     async def destroy(self, key: str) -> bool:
         """Delete the live record under ``key``; whether there was one.
@@ -503,7 +553,39 @@ class MongoStore(Store):
         )
         return bool(result.deleted_count)
 
-    async def destroy_all(self, **match: Any) -> int:
+    async def destroy_user(self, user: UserId) -> int:
+        """Destroy ``user``'s live sessions: one ``delete`` on the ``(user, expires)`` index."""
+        self._needs_user_key()
+        await self._ensure_ready()
+        result = await self.call_backend(
+            self.collection.delete_many,
+            {**self._scope, "user": user, "expires": {"$gt": self._now()}},
+        )
+        return int(result.deleted_count)
+
+    async def user_sessions(self, user: UserId) -> list[UserRecord]:
+        """``user``'s live sessions: one ``find`` on the ``(user, expires)`` index."""
+        self._needs_user_key()
+        await self._ensure_ready()
+        cursor = self.collection.find(
+            {**self._scope, "user": user, "expires": {"$gt": self._now()}},
+            {"data": 0},
+        )
+        documents = await self.call_backend(cursor.to_list, None)
+        skip = len(self.namespace)
+        found = [
+            UserRecord(
+                document["_id"][skip:], document["expires"].timestamp(),
+                Owner(user, document["created"].timestamp(), document["seen"].timestamp(),
+                      document.get("agent", ""), document.get("address", "")),
+            )
+            for document in documents
+            if type(_from_bson(document.get("user"))) is type(user)  # 42 is not "42"
+        ]
+        found.sort(key=lambda record: (record.owner.created, record.key))
+        return found
+
+    async def destroy_matching(self, match: Mapping[str, Any]) -> int:
         """Destroy every live session whose data has these top-level values.
 
         ``destroy_all(user_id=42)`` deletes with ``{"data.user_id": 42}``; give
@@ -524,18 +606,22 @@ class MongoStore(Store):
         result = await self.call_backend(self.collection.delete_many, query)
         return int(result.deleted_count)
 
-    async def count(self) -> int:
-        """Return how many live sessions the store (its namespace) holds."""
+    async def count(self, *, progress: Progress | None = None) -> int:
+        """Return how many live sessions the store (its namespace) holds (one command)."""
         await self._ensure_ready()
         found = await self.call_backend(
             self.collection.count_documents, {**self._scope, "expires": {"$gt": self._now()}}
         )
+        if progress is not None:
+            progress(int(found))
         return int(found)
 
-    async def clear(self) -> None:
+    async def clear(self, *, progress: Progress | None = None) -> None:
         """Delete every session of the store (its namespace; the whole collection for ``""``)."""
         await self._ensure_ready()
-        await self.call_backend(self.collection.delete_many, dict(self._scope))
+        result = await self.call_backend(self.collection.delete_many, dict(self._scope))
+        if progress is not None:
+            progress(int(result.deleted_count))
 
     async def ping(self) -> None:
         """Send ``ping``; `StoreUnavailableError` when MongoDB does not answer."""
@@ -606,6 +692,10 @@ class MongoStore(Store):
             self.mark_connected(reason=reason)
         else:
             self.mark_disconnected(reason=reason)
+
+
+#: The fields of a document that hold its owner, beside ``data`` (see `Owner`).
+_OWNER_FIELDS = ("user", "created", "seen", "agent", "address")
 
 
 def _plain_update(

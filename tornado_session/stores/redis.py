@@ -81,13 +81,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .. import serializers
 from ..errors import SessionError, SessionOptionError, StoreUnavailableError
-from .base import Clock, Store, Written
+from .base import Clock, Owner, Progress, Store, UserId, UserRecord, Written
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis, RedisCluster
@@ -127,8 +128,21 @@ _INSTALL_HINT = 'RedisStore needs the redis package: pip install "tornado-async-
 _UPDATE_SCRIPT = """
 local current = redis.call('GET', KEYS[1])
 if not current then return 0 end
+local function follow()
+  if KEYS[2] and redis.call('PEXPIRE', KEYS[2], ARGV[1]) == 1 then
+    local t = redis.call('TIME')
+    local now = t[1] * 1000 + math.floor(t[2] / 1000)
+    redis.call('HSET', KEYS[2], 'seen', now / 1000)
+    local zset = KEYS[3] .. redis.call('HGET', KEYS[2], 'user')
+    redis.call('ZADD', zset, now + ARGV[1], KEYS[1])
+    local last = redis.call('ZRANGE', zset, -1, -1, 'WITHSCORES')
+    redis.call('PEXPIRE', zset, math.max(1, last[2] - now))
+  end
+end
+
 if current == ARGV[2] then
   redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[1])
+  follow()
   return 1
 end
 local policy = ARGV[4]
@@ -286,6 +300,7 @@ for j, key in ipairs(keys) do
 end
 for i = n, #added do out[#out + 1] = added[i] .. ':' .. changes[added[i]] end
 redis.call('SET', KEYS[1], '{' .. table.concat(out, ',') .. '}', 'PX', ARGV[1])
+follow()
 if #conflicts == 0 and #results == 0 then return 1 end
 local answer = {1, #conflicts}
 for _, key in ipairs(conflicts) do answer[#answer + 1] = key end
@@ -298,6 +313,104 @@ _UPDATE_SHA = hashlib.sha1(_UPDATE_SCRIPT.encode("utf-8")).hexdigest()
 #: The update script's letter for each ``on_conflict`` policy.
 _POLICY = {"last_write_wins": b"l", "first_write_wins": b"f", "fail": b"x"}
 
+# -- the user index -------------------------------------------------------------
+#
+# Beside a session ``<ns><key>`` of a user, a hash ``<ns><key>~meta`` holds its
+# owner (``user`` as JSON, ``created``, ``seen``, ``agent``, ``address``) with
+# the session's TTL, and the user's sorted set ``<ns>~user:<user as JSON>`` has
+# the session's name as a member scored by its expiry (ms, Redis's clock), with
+# the TTL of its last member.  Every write that extends an indexed session
+# moves all three in the same script, so none outlives the session by more than
+# a member's score.  Members whose session is gone (destroyed by one ``DEL``,
+# or expired) are dropped by the scripts that read the set.  Times come from
+# Redis's ``TIME``, the clock its TTLs run on.  Key names are made in the
+# scripts: a store works on one server (Redis Cluster is not supported).
+
+#: Lua shared by the index scripts: the time in ms, and a user's set expiring with its last member.
+_INDEX_LIB = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return t[1] * 1000 + math.floor(t[2] / 1000)
+end
+local function expire_set(zset, now)
+  local last = redis.call('ZRANGE', zset, -1, -1, 'WITHSCORES')
+  if last[2] then redis.call('PEXPIRE', zset, math.max(1, last[2] - now)) end
+end
+"""
+
+#: Give a session its owner.  KEYS: the session, its meta hash.  ARGV: the
+#: namespace, the TTL in ms, then the owner: user as JSON ('' for none),
+#: created, agent, address.  Leaves the old user's set, joins the new one's.
+_OWN_SCRIPT = _INDEX_LIB + """
+local now = now_ms()
+local old = redis.call('HGET', KEYS[2], 'user')
+if old and old ~= ARGV[3] then redis.call('ZREM', ARGV[1] .. '~user:' .. old, KEYS[1]) end
+if ARGV[3] == '' then
+  redis.call('DEL', KEYS[2])
+  return 1
+end
+redis.call('HSET', KEYS[2], 'user', ARGV[3], 'created', ARGV[4], 'seen', now / 1000,
+           'agent', ARGV[5], 'address', ARGV[6])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+local zset = ARGV[1] .. '~user:' .. ARGV[3]
+redis.call('ZREMRANGEBYSCORE', zset, '-inf', now)
+redis.call('ZADD', zset, now + ARGV[2], KEYS[1])
+expire_set(zset, now)
+return 1
+"""
+
+#: Extend a session (and, if it has an owner, its meta and its member).
+#: KEYS: the session, its meta hash.  ARGV: the namespace, the TTL in ms.
+_TOUCH_SCRIPT = _INDEX_LIB + """
+if redis.call('PEXPIRE', KEYS[1], ARGV[2]) == 0 then return 0 end
+if redis.call('PEXPIRE', KEYS[2], ARGV[2]) == 1 then
+  local now = now_ms()
+  redis.call('HSET', KEYS[2], 'seen', now / 1000)
+  local zset = ARGV[1] .. '~user:' .. redis.call('HGET', KEYS[2], 'user')
+  redis.call('ZADD', zset, now + ARGV[2], KEYS[1])
+  expire_set(zset, now)
+end
+return 1
+"""
+
+#: A user's live sessions.  KEYS: the user's set.  ARGV: the user as JSON.
+#: Answers, per session: its name, its TTL in ms, created, seen, agent, address.
+_LIST_SCRIPT = _INDEX_LIB + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms())
+local out = {}
+for _, name in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local ttl = redis.call('PTTL', name)
+  local meta = redis.call('HMGET', name .. '~meta', 'user', 'created', 'seen', 'agent', 'address')
+  if ttl > 0 and meta[1] == ARGV[1] then
+    out[#out + 1] = {name, ttl, meta[2], meta[3], meta[4], meta[5]}
+  else
+    redis.call('ZREM', KEYS[1], name)
+  end
+end
+return out
+"""
+
+#: Destroy a user's sessions.  KEYS: the user's set.  ARGV: the user as JSON.
+#: Answers how many live sessions were deleted.
+_DESTROY_USER_SCRIPT = """
+local destroyed = 0
+for _, name in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if redis.call('HGET', name .. '~meta', 'user') == ARGV[1] then
+    destroyed = destroyed + redis.call('UNLINK', name)
+    redis.call('UNLINK', name .. '~meta')
+  end
+end
+redis.call('UNLINK', KEYS[1])
+return destroyed
+"""
+
+#: Each script by its SHA-1: `RedisStore._script` sends ``EVALSHA``, loading it if need be.
+_SCRIPTS = {
+    hashlib.sha1(script.encode("utf-8")).hexdigest(): script
+    for script in (_UPDATE_SCRIPT, _OWN_SCRIPT, _TOUCH_SCRIPT, _LIST_SCRIPT, _DESTROY_USER_SCRIPT)
+}
+_OWN_SHA, _TOUCH_SHA, _LIST_SHA, _DESTROY_USER_SHA = list(_SCRIPTS)[1:]
+
 
 def _redis_modules() -> tuple[Any, Any]:
     """Import ``redis.asyncio`` and ``redis.exceptions``, or say which extra to install."""
@@ -307,6 +420,10 @@ def _redis_modules() -> tuple[Any, Any]:
     except ImportError as exc:
         raise ImportError(_INSTALL_HINT) from exc
     return redis.asyncio, redis.exceptions
+
+
+#: A Redis Cluster hash tag: the part of a key name that picks its slot.
+_HASH_TAG = re.compile(r"\{[^}]+\}")
 
 
 def _ttl_ms(max_age: float) -> int:
@@ -361,6 +478,7 @@ class RedisStore(Store):
         timeout: float | None = None,
         probe_interval: float = 1.0,
         clock: Clock = time.time,
+        user_key: str | None = None,
     ) -> None:
         aioredis, exceptions = _redis_modules()
         if not isinstance(client, (aioredis.Redis, aioredis.RedisCluster)):
@@ -381,7 +499,9 @@ class RedisStore(Store):
             )
         # ``timeout``: seconds a command may take before it counts as an outage
         # (``None``: only the client's own ``socket_timeout`` applies).
-        super().__init__(clock=clock, probe_interval=probe_interval, timeout=timeout)
+        super().__init__(
+            clock=clock, probe_interval=probe_interval, timeout=timeout, user_key=user_key
+        )
         #: The ``redis.asyncio.Redis`` client the store sends its commands through.
         self.client = client
         self.namespace = namespace
@@ -403,6 +523,12 @@ class RedisStore(Store):
                 exceptions.ClusterError, exceptions.TryAgainError,
                 exceptions.SlotNotCoveredError,
             )
+            if user_key is not None and not _HASH_TAG.search(namespace):
+                raise SessionOptionError(
+                    f"RedisStore(namespace={namespace!r}, user_key={user_key!r}) on a Redis "
+                    "Cluster: the user index keeps a user's sessions and their index in one "
+                    "slot, so the namespace needs a hash tag, such as 'app:{sessions}:'"
+                )
 
     @classmethod
     def from_url(
@@ -414,6 +540,7 @@ class RedisStore(Store):
         probe_interval: float = 1.0,
         clock: Clock = time.time,
         cluster: bool = False,
+        user_key: str | None = None,
         **client_options: Any,
     ) -> RedisStore:
         """Build a store with a client of its own, from a ``redis://`` URL.
@@ -470,7 +597,7 @@ class RedisStore(Store):
         # leaves no socket open.
         store = cls(
             client, namespace=namespace, timeout=timeout, probe_interval=probe_interval,
-            clock=clock,
+            clock=clock, user_key=user_key,
         )
         store._owns_client = True
         return store
@@ -506,6 +633,7 @@ class RedisStore(Store):
         previous: Mapping[str, Any] | None = None,
         ops: Mapping[str, serializers.Op] | None = None,
         on_conflict: str = "last_write_wins",
+        owner: Owner | None = None,
     ) -> bool | Written:
         """Write ``data`` with a TTL of ``max_age``; see `Store.set`.
 
@@ -515,16 +643,27 @@ class RedisStore(Store):
         and otherwise applies the request's changes to the record key by key,
         settling conflicts by ``on_conflict`` and applying ``ops`` to the
         values there now.
+        With a `user_key`, an `Owner` costs one more script before the write
+        (the index first: a crash between the two leaves an entry that
+        listing drops, never a session that "log out everywhere" misses), and
+        the update and ``PEXPIRE`` move an indexed session's entry in the same
+        call.
         """
         name = self.namespace + key
         ttl = _ttl_ms(max_age)
         raw = serializers.raw_json(data)  # a value that is not JSON: raises naming its key
         if previous is None:
+            # A new session of no user is a plain SET even with an index: the
+            # lifecycle writes new sessions under new keys, which have no owner.
+            if owner is not None and self.user_key is not None:
+                await self._own(name, ttl, owner)
             await self.call_backend(self.client.set, name, raw, px=ttl)
             return True
+        if owner is not None and self.user_key is not None:
+            await self._own(name, ttl, owner)
         loaded = serializers.raw_json(previous)
         if raw == loaded:
-            return bool(await self.call_backend(self.client.pexpire, name, ttl))
+            return await self.touch(key, max_age)
         to_set, to_unset = serializers.changed_keys(previous, data)
         changes = self._changes(to_set, to_unset, ops)
         answer = await self._update(name, ttl, loaded, raw, _POLICY[on_conflict], changes)
@@ -565,20 +704,57 @@ class RedisStore(Store):
         return Written(bool(answer[0]), conflicts, values)
 
     async def touch(self, key: str, max_age: float) -> bool:
-        """Renew the TTL of a live record (one ``PEXPIRE``); ``False`` when there is none."""
+        """Renew the TTL of a live record (one ``PEXPIRE``); ``False`` when there is none.
+
+        With a `user_key` it is one script instead, which moves an indexed
+        session's entry too.
+        """
         name = self.namespace + key
-        return bool(await self.call_backend(self.client.pexpire, name, _ttl_ms(max_age)))
+        if self.user_key is None:
+            return bool(await self.call_backend(self.client.pexpire, name, _ttl_ms(max_age)))
+        answer = await self._script(
+            _TOUCH_SHA, 2, name, name + "~meta", self.namespace, _ttl_ms(max_age)
+        )
+        return bool(answer)
 
     async def destroy(self, key: str) -> bool:
-        """Delete the record under ``key`` (one ``DEL``); whether a live one was there."""
-        return bool(await self.call_backend(self.client.delete, self.namespace + key))
+        """Delete the record under ``key`` (one ``DEL``); whether a live one was there.
 
-    async def destroy_all(self, **match: Any) -> int:
+        With a `user_key` the same ``DEL`` takes the owner's hash; the user's
+        set drops the member when it is next read.
+        """
+        name = self.namespace + key
+        if self.user_key is None:
+            return bool(await self.call_backend(self.client.delete, name))
+        return bool(await self.call_backend(self.client.delete, name, name + "~meta"))
+
+    async def destroy_user(self, user: UserId) -> int:
+        """Destroy ``user``'s sessions: one script, walking only that user's set."""
+        self._needs_user_key()
+        user_json = serializers.value_bytes(user)
+        answer = await self._script(_DESTROY_USER_SHA, 1, self._user_set(user_json), user_json)
+        return int(answer)
+
+    async def user_sessions(self, user: UserId) -> list[UserRecord]:
+        """The live sessions of ``user``: one script, walking only that user's set."""
+        self._needs_user_key()
+        user_json = serializers.value_bytes(user)
+        rows = await self._script(_LIST_SHA, 1, self._user_set(user_json), user_json)
+        now = self.clock()
+        skip = len(self.namespace)
+        found = []
+        for name, ttl, created, seen, agent, address in rows:
+            owner = Owner(user, float(created), float(seen), agent.decode(), address.decode())
+            found.append(UserRecord(name[skip:].decode(), now + int(ttl) / 1000, owner))
+        found.sort(key=lambda record: (record.owner.created, record.key))
+        return found
+
+    async def destroy_matching(self, match: Mapping[str, Any]) -> int:
         """Destroy every session whose data has these top-level values.
 
         Walks the namespace's strings with ``SCAN``; per page of keys, one
         ``MGET`` reads the sessions and one ``UNLINK`` deletes those that
-        match.  Returns how many were deleted.
+        match (with their owners' hashes).  Returns how many were deleted.
         """
         destroyed = 0
         async for batch in self._scan("string"):
@@ -589,23 +765,32 @@ class RedisStore(Store):
             ]
             if doomed:
                 destroyed += await self.call_backend(self.client.unlink, *doomed)
+                if self.user_key is not None:
+                    await self.call_backend(
+                        self.client.unlink, *(name + b"~meta" for name in doomed)
+                    )
         return destroyed
 
-    async def count(self) -> int:
+    async def count(self, *, progress: Progress | None = None) -> int:
         """Return how many sessions (strings) the namespace holds (``SCAN``, never ``KEYS``)."""
         seen: set[bytes] = set()
         async for batch in self._scan("string"):
             seen.update(batch)
+            if progress is not None:
+                progress(len(seen))
         return len(seen)
 
-    async def clear(self) -> None:
+    async def clear(self, *, progress: Progress | None = None) -> None:
         """Delete every key under the namespace (``SCAN`` and ``UNLINK``).
 
-        Records of the earlier layout go too; keys outside the namespace are
-        left alone.
+        Records of the earlier layout go too, and the user index; keys
+        outside the namespace are left alone.
         """
+        deleted = 0
         async for batch in self._scan():
-            await self.call_backend(self.client.unlink, *batch)
+            deleted += await self.call_backend(self.client.unlink, *batch)
+            if progress is not None:
+                progress(deleted)
 
     async def ping(self) -> None:
         """Send ``PING``; `StoreUnavailableError` when Redis does not answer.
@@ -671,28 +856,54 @@ class RedisStore(Store):
     ) -> int | bytes | list[Any]:
         """Run the update script: one ``EVALSHA`` (and ``SCRIPT LOAD`` if Redis lacks it).
 
-        The script's SHA is known in advance, so a process whose server already
-        has the script (another process loaded it) never sends it.  A key of
-        another type answers as a missing record, with a warning.
+        With a `user_key` the script also gets the owner's hash and the users'
+        prefix, to move an indexed session's entry.  A key of another type
+        answers as a missing record, with a warning.
         """
-        args = (_UPDATE_SHA, 1, name, ttl, loaded, raw, policy, *changes)
+        if self.user_key is None:
+            keys: tuple[Any, ...] = (1, name)
+        else:
+            keys = (3, name, name + "~meta", self.namespace + "~user:")
         try:
-            try:
-                answer: int | bytes | list[Any] = await self.call_backend(
-                    self.client.evalsha, *args
-                )
-            except SessionError as exc:
-                if not isinstance(exc.__cause__, self._no_script):
-                    raise
-                # First use on this server, or it restarted and forgot the script.
-                await self.call_backend(self.client.script_load, _UPDATE_SCRIPT)
-                answer = await self.call_backend(self.client.evalsha, *args)
+            answer: int | bytes | list[Any] = await self._script(
+                _UPDATE_SHA, *keys, ttl, loaded, raw, policy, *changes
+            )
         except SessionError as exc:
             if not self._wrong_type(exc):
                 raise
             self._not_a_session("is not a string")
             return 0
         return answer
+
+    async def _script(self, sha: str, *args: Any) -> Any:
+        """``EVALSHA`` one of the store's scripts, loading it first if Redis lacks it.
+
+        The SHA is known in advance, so a process whose server already has
+        the script (another process loaded it) never sends it.
+        """
+        try:
+            return await self.call_backend(self.client.evalsha, sha, *args)
+        except SessionError as exc:
+            if not isinstance(exc.__cause__, self._no_script):
+                raise
+        # First use on this server, or it restarted and forgot the script.
+        await self.call_backend(self.client.script_load, _SCRIPTS[sha])
+        return await self.call_backend(self.client.evalsha, sha, *args)
+
+    async def _own(self, name: str, ttl: int, owner: Owner | None) -> None:
+        """Give the session ``name`` its owner (``None``: none), in the index."""
+        if owner is None or owner.user is None:
+            fields: tuple[Any, ...] = (b"", 0, b"", b"")
+        else:
+            fields = (
+                serializers.value_bytes(owner.user), repr(owner.created),
+                owner.agent.encode("utf-8", "replace"), owner.address.encode("utf-8", "replace"),
+            )
+        await self._script(_OWN_SHA, 2, name, name + "~meta", self.namespace, ttl, *fields)
+
+    def _user_set(self, user_json: bytes) -> bytes:
+        """The name of a user's sorted set of sessions."""
+        return self.namespace.encode() + b"~user:" + user_json
 
     @staticmethod
     def _changes(
