@@ -24,3 +24,6 @@ COOKIE_SECRET = "benchmark-secret-" + "s" * 48
 
 #: The Fernet key of aiohttp-session's EncryptedCookieStorage (32 bytes, url-safe base64).
 FERNET_KEY = b"3q2-7wEAAAAhIUJENEVGR0hJSktMTU5PUFFSU1RVVlc="
+
+#: The key of tornado-session's encrypted cookie and EncryptedStore (32 bytes and more).
+ENCRYPTION_KEY = "benchmark-encryption-key-" + "e" * 40

@@ -8,7 +8,8 @@ divided by ``N`` is the instructions one request executes::
     valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
         .venv/bin/python -m benchmarks.instructions memory read 150
 
-KIND is ``bare``, ``memory`` (MemoryStore) or ``cookie`` (signed cookie);
+KIND is ``bare``, ``memory`` (MemoryStore), ``cookie`` (signed cookie),
+``encrypted`` (encrypted cookie) or ``memory-enc`` (MemoryStore in an EncryptedStore);
 SCENARIO is ``read``, ``changed``, ``regenerate`` or ``unused``.  Counts repeat
 to within a few hundred instructions whatever else the machine does, where µs
 moved by a factor of two between days on the project's shared machine; they
@@ -27,8 +28,21 @@ import tornado.web
 
 from tornado_session.stores import MemoryStore
 
+from .data import ENCRYPTION_KEY
 from .inprocess import Bare, fetch
 from .servers import tornado_session_app
+
+
+def _app(kind: str) -> tornado.web.Application:
+    """The tornado-session application of ``kind``."""
+    if kind == "encrypted":
+        return tornado_session_app(None, encryption_keys={1: ENCRYPTION_KEY})
+    if kind == "memory-enc":
+        from tornado_session.stores import EncryptedStore
+
+        store = EncryptedStore(MemoryStore(), keys={1: ENCRYPTION_KEY}, readable=("user_id",))
+        return tornado_session_app(store)
+    return tornado_session_app(MemoryStore() if kind == "memory" else None)
 
 
 async def requests(kind: str, scenario: str, count: int) -> None:
@@ -38,7 +52,7 @@ async def requests(kind: str, scenario: str, count: int) -> None:
         app = tornado.web.Application([(r"/bare", Bare)])
         path = "/bare"
     else:
-        app = tornado_session_app(MemoryStore() if kind == "memory" else None)
+        app = _app(kind)
         cookie = (await fetch(app, "/seed", None)).cookie
         path = f"/{scenario}"
         if scenario == "unused":

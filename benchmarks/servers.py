@@ -23,7 +23,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .data import COOKIE_SECRET, FERNET_KEY, SEED
+from .data import COOKIE_SECRET, ENCRYPTION_KEY, FERNET_KEY, SEED
 
 Starter = Callable[[argparse.Namespace], Awaitable[None]]
 
@@ -85,12 +85,41 @@ def tornado_session_app(store: Any, **options: Any) -> Any:
     )
 
 
-async def _tornado_session(args: argparse.Namespace, store: Any) -> None:
-    tornado_session_app(store).listen(args.port, address="127.0.0.1")
+async def _tornado_session(args: argparse.Namespace, store: Any, **options: Any) -> None:
+    tornado_session_app(store, **options).listen(args.port, address="127.0.0.1")
+
+
+def _encrypted(store: Any) -> Any:
+    """``store`` with its data encrypted at rest (`EncryptedStore`, the key of `ENCRYPTION_KEY`)."""
+    from tornado_session.stores import EncryptedStore
+
+    return EncryptedStore(store, keys={1: ENCRYPTION_KEY}, readable=("user_id",))
 
 
 async def ts_cookie(args: argparse.Namespace) -> None:
     await _tornado_session(args, None)
+
+
+async def ts_encrypted(args: argparse.Namespace) -> None:
+    await _tornado_session(args, None, encryption_keys={1: ENCRYPTION_KEY})
+
+
+async def ts_memory_enc(args: argparse.Namespace) -> None:
+    from tornado_session.stores import MemoryStore
+
+    await _tornado_session(args, _encrypted(MemoryStore()))
+
+
+async def ts_redis_enc(args: argparse.Namespace) -> None:
+    from tornado_session.stores import RedisStore
+
+    await _tornado_session(args, _encrypted(RedisStore.from_url(args.redis_url)))
+
+
+async def ts_mongo_enc(args: argparse.Namespace) -> None:
+    from tornado_session.stores import MongoStore
+
+    await _tornado_session(args, _encrypted(MongoStore.from_uri(args.mongo_uri)))
 
 
 async def ts_memory(args: argparse.Namespace) -> None:
@@ -268,6 +297,10 @@ KINDS: dict[str, Starter] = {
     "ts-memory": ts_memory,
     "ts-redis": ts_redis,
     "ts-mongo": ts_mongo,
+    "ts-encrypted": ts_encrypted,
+    "ts-memory-enc": ts_memory_enc,
+    "ts-redis-enc": ts_redis_enc,
+    "ts-mongo-enc": ts_mongo_enc,
     "torndsession-memory": torndsession_memory,
     "torndsession-redis": torndsession_redis,
     "pycket-redis": pycket_redis,

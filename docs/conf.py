@@ -47,6 +47,7 @@ html_title = "tornado-session"
 OPTIONAL_STORES = {
     "MongoStore": "tornado_session.stores.mongo",
     "RedisStore": "tornado_session.stores.redis",
+    "EncryptedStore": "tornado_session.stores.encrypted",
 }
 
 

@@ -74,6 +74,12 @@ setup_redis_server() {
     # The package starts a system instance on 6379; the tests do not use it.
 }
 
+setup_nginx() {
+    # Debian's nginx, the balancer of the multi-process tests (tests/nginx.py runs its own
+    # instance in the foreground with its own config; the package's system instance is not used).
+    command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || apt_install nginx
+}
+
 setup_mongo_wire_server() {
     # The MongoDB wire-protocol server the MongoStore tests start (tests/mongo_server.py):
     # mongoeco, which needs Python 3.13, in its own venv .venv-mongo, pinned by

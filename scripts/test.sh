@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 setup_python_venv
 setup_redis_server
+setup_nginx
 setup_mongo_wire_server
 setup_chromium
 setup_docs
@@ -19,9 +20,11 @@ echo "== docs"
 build_docs
 echo "== pytest (Python $(.venv/bin/python -c 'import platform; print(platform.python_version())'))"
 .venv/bin/python -m pytest "$@"
-# The other supported Pythons run the same suite; EXTRA_PYTHONS="" skips them.
+# The other supported Pythons run the same suite, but for the tests that start a Redis Cluster or
+# nginx over several processes (marked "topology": minutes, and nothing there depends on the
+# Python version); EXTRA_PYTHONS="" skips them.
 for version in ${EXTRA_PYTHONS-3.12 3.13}; do
     setup_python_venv "$version"
     echo "== pytest (Python $version)"
-    ".venv-$version/bin/python" -m pytest "$@"
+    ".venv-$version/bin/python" -m pytest -m "not slow and not topology" "$@"
 done

@@ -35,6 +35,15 @@ class TestDecide(unittest.TestCase):
         decision = decide(loaded(), state(), options(), now=NOW)
         self.assertEqual((decision.action, decision.uses_store), (Action.SKIP, False))
 
+    def test_a_stale_cookie_is_saved_even_unchanged_but_not_after_a_server_error(self) -> None:
+        cookie = options(store=None)
+        decision = decide(loaded(), state(stale=True), cookie, now=NOW)
+        self.assertEqual((decision.action, decision.reason), (Action.SAVE, "stale cookie"))
+        self.assertEqual(decide(loaded(), state(stale=True), cookie, now=NOW, status=500).action,
+                         Action.SKIP)
+        self.assertEqual(decide(loaded(), state(stale=True), cookie, now=NOW, save=False).action,
+                         Action.SKIP)
+
     def test_changed_session_is_saved(self) -> None:
         session = loaded()
         session["user"] = "grace"

@@ -10,11 +10,14 @@ remembers the values that verified, so a returning cookie costs one lookup.
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import serializers
 from ._checks import is_seconds
 from .cookies import CookieCodec, SetCookieLine
+
+if TYPE_CHECKING:
+    from .crypto import EncryptedCookieCodec
 from .errors import SessionError
 from .options import SessionOptions
 
@@ -39,6 +42,9 @@ class CookiePayload(NamedTuple):
     data: bytes | None
     #: When the session began (``absolute_max_age``), if the cookie says.
     created: float | None = None
+    #: Not in the codec's current form (an older key, or a signed cookie being
+    #: migrated to encryption): the lifecycle writes it again.
+    stale: bool = False
 
 
 class SessionConfig:
@@ -51,7 +57,10 @@ class SessionConfig:
     __slots__ = ("_cookies", "_flash_codec", "_flash_line", "codec", "cookie_line", "keys",
                  "options", "retry_after")
 
-    def __init__(self, options: SessionOptions, codec: CookieCodec, *, keys: Any = None) -> None:
+    def __init__(
+        self, options: SessionOptions, codec: CookieCodec | EncryptedCookieCodec, *,
+        keys: Any = None,
+    ) -> None:
         self.options = options
         self.codec = codec
         #: What ``codec`` signs with (the mixin compares it with the application's settings).
@@ -63,10 +72,10 @@ class SessionConfig:
         #: ``Retry-After`` seconds for a 503 caused by a store outage.
         self.retry_after = max(1, math.ceil(options.reconnect_timeout))
         self._cookies: dict[str, CookiePayload] = {}
-        self._flash_codec: CookieCodec | None = None
+        self._flash_codec: CookieCodec | EncryptedCookieCodec | None = None
         self._flash_line: SetCookieLine | None = None
 
-    def use_codec(self, codec: CookieCodec, *, keys: Any) -> None:
+    def use_codec(self, codec: CookieCodec | EncryptedCookieCodec, *, keys: Any) -> None:
         """Sign and verify with ``codec`` from now on; forget what the old one verified.
 
         Called when the signing keys change: a cookie verified with a key that
@@ -83,8 +92,8 @@ class SessionConfig:
         return self.options.key + ".flash"
 
     @property
-    def flash_codec(self) -> CookieCodec:
-        """The codec of the flash cookie: the session's signing, under the flash cookie's name."""
+    def flash_codec(self) -> CookieCodec | EncryptedCookieCodec:
+        """The codec of the flash cookie: the session's signing (or encryption), under its name."""
         codec = self._flash_codec
         if codec is None:
             codec = self._flash_codec = self.codec.renamed(self.flash_cookie)
@@ -128,14 +137,15 @@ class SessionConfig:
         if fields is None:
             return None
         expires, max_age, body, created = fields
+        stale = not self.codec.is_current(value)
         if isinstance(body, str):
             store_key = self.store_key(body)
-            return CookiePayload(expires, max_age, body, store_key, None, created)
+            return CookiePayload(expires, max_age, body, store_key, None, created, stale)
         try:
             data = serializers.dumps(body)
         except SessionError:  # (a custom decode can give anything)
             return None
-        return CookiePayload(expires, max_age, None, None, data, created)
+        return CookiePayload(expires, max_age, None, None, data, created, stale)
 
     def store_key(self, session_id: str) -> str:
         """The store key of a session id: the prefix and a hash, never the id itself."""

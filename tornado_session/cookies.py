@@ -124,6 +124,14 @@ class CookieCodec:
             return None
         return payload if isinstance(payload, dict) else None
 
+    def is_current(self, value: str) -> bool:
+        """Whether ``value`` is in the form this codec writes: signed cookies always are.
+
+        (An encrypted codec answers ``False`` for a value under an older key,
+        or a signed one it migrates; the lifecycle then writes it again.)
+        """
+        return True
+
     def _encode_payload(self, payload: dict[str, Any]) -> bytes:
         if self._encode is None:
             return orjson.dumps(payload)

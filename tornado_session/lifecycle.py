@@ -103,6 +103,9 @@ class SessionState:
     written_at: float | None = None
     #: When the session began (``absolute_max_age`` counts from it); ``None``: now.
     created: float | None = None
+    #: The cookie is not in the codec's current form (an older key, or signed
+    #: where cookies are now encrypted): it is written again even unchanged.
+    stale: bool = False
     #: Store key of a record this request retired by destroy or regeneration.
     retired_key: str | None = None
     destroyed: bool = False
@@ -184,6 +187,8 @@ def _decide_action(
         return Decision(Action.SKIP, "new and empty")
     if session.changed if current is None else session.differs(current):
         return Decision(Action.SAVE, "changed", uses_store=store)
+    if state.stale:
+        return Decision(Action.SAVE, "stale cookie", uses_store=store)
     if options.rolling:
         due = (
             options.touch_after is None
@@ -373,6 +378,8 @@ class SessionContext:
             self.state.expires = payload.expires
             self.state.written_at = payload.expires - options.server_max_age(payload.max_age)
             self.state.created = payload.created
+            if payload.stale:
+                self.state.stale = True
             self.store_key = payload.store_key
             session = self.session = Session(
                 data, id=payload.session_id, is_new=False, max_age=payload.max_age,
@@ -624,6 +631,7 @@ class SessionContext:
         return lifetime
 
     def _reset_state(self) -> None:
+        self.state.stale = False
         self.state.destroyed = False
         self.state.regenerated = False
         self.state.retired_key = None

@@ -31,6 +31,7 @@ from tornado.iostream import StreamClosedError
 
 from .config import SessionConfig
 from .cookies import CookieCodec, Signer
+from .crypto import EncryptedCookieCodec
 from .errors import (
     SessionConflictError,
     SessionNotLoadedError,
@@ -624,9 +625,29 @@ def _signing_keys(settings: Mapping[str, Any]) -> tuple[Any, Any]:
     return (dict(secret) if isinstance(secret, dict) else secret), settings.get("key_version")
 
 
-def _codec(settings: Mapping[str, Any], options: SessionOptions) -> CookieCodec:
+def _codec(
+    settings: Mapping[str, Any], options: SessionOptions
+) -> CookieCodec | EncryptedCookieCodec:
+    if options.encryption_keys is not None:
+        return _encrypting(settings, options, options.encryption_keys)
     return CookieCodec(options.key, encode=options.encode, decode=options.decode,
                        **_signing(settings, options))
+
+
+def _encrypting(
+    settings: Mapping[str, Any], options: SessionOptions, keys: Mapping[int, str | bytes]
+) -> EncryptedCookieCodec:
+    """Encrypted cookies; signed ones are still read while a ``cookie_secret`` is set.
+
+    That is the migration from signed to encrypted cookies: a user's signed
+    cookie is read once and answered with an encrypted one, so nobody is
+    logged out by the switch.  Remove ``cookie_secret`` (if nothing else
+    needs it) once ``max_age`` has passed, and signed cookies are refused.
+    """
+    signed = None
+    if settings.get("cookie_secret") and options.signed:
+        signed = CookieCodec(options.key, **_signing(settings, options))
+    return EncryptedCookieCodec(options.key, keys, signed=signed)
 
 
 def _signing(settings: Mapping[str, Any], options: SessionOptions) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._checks import check_seconds
+from .crypto import check_keys, check_package
 from .errors import SessionOptionError
 from .events import EventEmitter
 from .serializers import ON_CONFLICT
@@ -74,6 +75,9 @@ class SessionOptions:
     ``session:missed``, ``session:invalid``, ``session:expired`` and
     ``session:conflict``.
     ``clock``: where the time comes from (tests pass a fake one).
+    ``encryption_keys``: ``{version: secret}``; cookie sessions are then
+    encrypted (AES-GCM) instead of signed, the newest version encrypting (see
+    the docs' "Encrypted sessions"; needs the ``[crypto]`` extra).
     """
 
     store: Store | None = None
@@ -102,6 +106,7 @@ class SessionOptions:
     on_conflict: str = "last_write_wins"
     events: EventEmitter = field(default_factory=EventEmitter)
     clock: Callable[[], float] = time.time
+    encryption_keys: Mapping[int, str | bytes] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self._check_store()
@@ -145,6 +150,7 @@ class SessionOptions:
             _fail("events", self.events, "a tornado_session.events.EventEmitter")
         if not callable(self.clock):
             _fail("clock", self.clock, "a callable returning the time in seconds")
+        self._check_encryption_keys()
 
     @classmethod
     def coerce(cls, value: SessionOptions | Mapping[str, Any] | None) -> SessionOptions:
@@ -211,6 +217,32 @@ class SessionOptions:
             _fail("touch_after", touch_after, "None unless rolling=True (it limits rolling writes)")
         if self.max_age is not None and touch_after >= self.max_age:
             _fail("touch_after", touch_after, f"fewer seconds than max_age ({self.max_age})")
+
+
+    def _check_encryption_keys(self) -> None:
+        """Keys of the right kind and length, a cookie session, and the package to use them.
+
+        The keys are kept as a copy of bytes: editing the dict given has no
+        effect (rotation is a restart with the new dict).
+        """
+        keys = self.encryption_keys
+        if keys is None:
+            return
+        option = "session option encryption_keys"
+        checked = check_keys(option, keys)
+        if self.store is not None:
+            raise SessionOptionError(
+                f"{option} encrypts cookie sessions (store=None); to encrypt a store's data "
+                "at rest wrap the store: store=EncryptedStore(store, keys=...)"
+            )
+        if self.encode is not None:
+            _fail("encode", self.encode, "None with encryption_keys (the payload is encrypted "
+                  "as JSON; one codec per cookie)")
+        try:
+            check_package()
+        except SessionOptionError as exc:
+            raise SessionOptionError(f"{option} is given, but {exc}") from exc.__cause__
+        object.__setattr__(self, "encryption_keys", checked)
 
 
 def _fail(name: str, value: Any, accepted: str) -> None:

@@ -3,6 +3,8 @@
 `MemoryStore` needs nothing beyond the core; `MongoStore` and `RedisStore` are
 imported on first use, so ``import tornado_session`` never imports a database
 driver, and a missing driver fails with the name of the extra to install.
+`EncryptedStore` wraps any of them to keep the data encrypted at rest (it
+needs the ``[crypto]`` extra when it is built).
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ from .base import Ready, Store, Written
 from .memory import MemoryStore
 
 if TYPE_CHECKING:  # the optional stores, as their modules land
+    from .encrypted import EncryptedStore
     from .mongo import MongoStore
     from .redis import RedisStore
 
-__all__ = ["MemoryStore", "MongoStore", "Ready", "RedisStore", "Store", "Written"]
+__all__ = [
+    "EncryptedStore", "MemoryStore", "MongoStore", "Ready", "RedisStore", "Store", "Written",
+]
 
-_LAZY = {"MongoStore": ".mongo", "RedisStore": ".redis"}
+_LAZY = {"EncryptedStore": ".encrypted", "MongoStore": ".mongo", "RedisStore": ".redis"}
 
 
 def __getattr__(name: str) -> Any:

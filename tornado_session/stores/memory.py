@@ -9,8 +9,11 @@ coroutine, no task), and raise their errors from the call itself.
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 import time
+import weakref
 from collections import ChainMap, OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -19,6 +22,25 @@ from .. import serializers
 from .._checks import check_seconds
 from ..errors import SessionOptionError, StoreUnavailableError
 from .base import Clock, Ready, Store, Written
+
+logger = logging.getLogger(__name__)
+
+#: Whether this process is a fork of the one that imported this module
+#: (``tornado.process.fork_processes``, or any pre-forking server).
+_forked = False
+#: Every MemoryStore of this process, so that a fork can flag them.
+_stores: weakref.WeakSet[MemoryStore] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """In a forked child: each MemoryStore warns before it serves."""
+    global _forked
+    _forked = True
+    for store in _stores:
+        store._warned = False
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 # The answers MemoryStore gives most, made once: awaiting a `Ready` does not change it.
 _NONE: Ready[Any] = Ready(None)
@@ -63,6 +85,12 @@ class MemoryStore(Store):
     `close` takes the store down (every call raises `StoreUnavailableError`
     and ``disconnect`` is emitted) and `open` brings it back (``connect``),
     which is how tests rehearse an outage without a server.
+
+    The sessions live in one process.  Several processes each have their
+    own, so behind a balancer a user whose next request lands on another
+    process is logged out.  A store built or used in a forked process
+    (``tornado.process.fork_processes``, or any pre-forking server) therefore
+    logs a warning, once, naming the shared stores to use instead.
     """
 
     backend = "MemoryStore"
@@ -102,6 +130,9 @@ class MemoryStore(Store):
         # holds nothing (max_entries=1), when each promotion is undone at once.
         self._found_in = self._protected if self._protected_max > 0 else self._probation
         self._last_sweep = clock()
+        # False until the warning about a forked process was logged (or needed not be).
+        self._warned = not _forked
+        _stores.add(self)
 
     @property
     def _entries(self) -> ChainMap[str, _Entry]:
@@ -229,8 +260,21 @@ class MemoryStore(Store):
     # -- internals --------------------------------------------------------
 
     def _check_open(self) -> None:
+        if not self._warned:
+            self._warn_forked()
         if not self._connected:
             raise StoreUnavailableError("MemoryStore is closed; call open() to serve again")
+
+    def _warn_forked(self) -> None:
+        """Say once that sessions kept in one of several processes get lost."""
+        self._warned = True
+        logger.warning(
+            "MemoryStore is used in a forked process (pid %d; tornado.process.fork_processes "
+            "or another pre-forking server): each process keeps its own sessions, so a user "
+            "whose requests land on another process loses theirs. Use a store the processes "
+            "share (RedisStore or MongoStore), or serve from one process",
+            os.getpid(),
+        )
 
     def _live_entry(self, key: str) -> _Entry | None:
         """The entry under ``key`` if it has not expired (an expired one is dropped).

@@ -75,7 +75,7 @@ try:
     import bson
     import pymongo
     from bson.codec_options import CodecOptions
-    from pymongo import ReturnDocument, monitoring
+    from pymongo import ReadPreference, ReturnDocument, WriteConcern, monitoring
     from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 except ImportError as exc:  # checked when a store is built
     _IMPORT_ERROR: ImportError | None = exc
@@ -252,8 +252,11 @@ class MongoStore(Store):
 
     def _bind(self, collection: Any) -> None:
         # Our own codec options, whatever the client's: plain dicts, UTC datetimes.
+        # Sessions are read from the primary and written with `_write_concern`.
         self.collection = collection.with_options(
-            codec_options=CodecOptions(document_class=dict, tz_aware=True, tzinfo=_UTC)
+            codec_options=CodecOptions(document_class=dict, tz_aware=True, tzinfo=_UTC),
+            read_preference=ReadPreference.PRIMARY,
+            write_concern=self._write_concern(getattr(collection, "write_concern", None)),
         )
         self.client = collection.database.client
         for listener in getattr(self.client.options, "event_listeners", ()):
@@ -316,6 +319,22 @@ class MongoStore(Store):
         if database is None:
             database = client.get_default_database(default="tornado_session").name
         self._bind(client[database][spec.collection])
+
+    @staticmethod
+    def _write_concern(given: Any) -> Any:
+        """``w: "majority"``, unless the collection (or its client, or the URI) chose one.
+
+        On a replica set, a write acknowledged by the primary alone is lost if
+        the primary fails before a secondary copies it: the new primary never
+        saw it, and the old one rolls it back when it returns.  A login that
+        the user saw succeed would be undone.  ``majority`` acknowledges a
+        session write once most members hold it, so an election keeps it.
+        On a single server it costs nothing.  A write concern you set (``w=1``
+        in the URI, or ``with_options`` on the collection) is kept.
+        """
+        if given is None or given.is_server_default:
+            return WriteConcern("majority")
+        return given
 
     @staticmethod
     def listener() -> ConnectionMonitor:

@@ -64,6 +64,14 @@ them.
 namespace with ``SCAN`` (never ``KEYS``, which blocks the server); nothing here
 ever calls ``FLUSHDB``.
 
+On Redis Cluster (a ``redis.asyncio.RedisCluster`` client, or `from_url`
+with ``cluster=True``) every per-session command names one key, so it goes to
+the master of that key's slot and none crosses slots.  The bulk operations
+walk every master: ``SCAN`` is sent to each one in turn, and ``destroy_all``
+reads a page with one ``MGET`` per slot (redis-py's ``mget_nonatomic``) and
+deletes with one ``UNLINK`` per slot.  docs/scaling.md has the failover
+figures.
+
 The ``redis`` package is imported when a store is built, not when this module
 is, so ``import tornado_session`` works without it.
 """
@@ -82,7 +90,7 @@ from ..errors import SessionError, SessionOptionError, StoreUnavailableError
 from .base import Clock, Store, Written
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from redis.asyncio import Redis, RedisCluster
 
 logger = logging.getLogger(__name__)
 
@@ -314,9 +322,10 @@ def _escape_glob(text: str) -> str:
 class RedisStore(Store):
     """Keeps sessions in Redis (6.0 or later) through ``redis.asyncio``.
 
-    ``client`` is a ``redis.asyncio.Redis`` that you made and keep: `close`
-    leaves it open.  `from_url` builds one that the store owns and closes.  It
-    must be built with ``decode_responses=False`` (the default).
+    ``client`` is a ``redis.asyncio.Redis`` (or a ``redis.asyncio.RedisCluster``)
+    that you made and keep: `close` leaves it open.  `from_url` builds one
+    that the store owns and closes.  It must be built with
+    ``decode_responses=False`` (the default).
 
     ``namespace`` is put before every key, so several applications (or a
     session store and a cache) share one database without touching each
@@ -346,7 +355,7 @@ class RedisStore(Store):
 
     def __init__(
         self,
-        client: Redis,
+        client: Redis | RedisCluster,
         *,
         namespace: str = "tornado_session:",
         timeout: float | None = None,
@@ -354,10 +363,10 @@ class RedisStore(Store):
         clock: Clock = time.time,
     ) -> None:
         aioredis, exceptions = _redis_modules()
-        if not isinstance(client, aioredis.Redis):
+        if not isinstance(client, (aioredis.Redis, aioredis.RedisCluster)):
             raise SessionOptionError(
                 f"RedisStore(client={type(client).__name__}): expected a redis.asyncio.Redis "
-                "(a blocking redis.Redis would stall the IOLoop); "
+                "or redis.asyncio.RedisCluster (a blocking client would stall the IOLoop); "
                 "or use RedisStore.from_url(url)"
             )
         if client.get_connection_kwargs().get("decode_responses"):
@@ -385,6 +394,15 @@ class RedisStore(Store):
         self._redis_error: type[Exception] = exceptions.RedisError
         self._no_script: type[Exception] = exceptions.NoScriptError
         self._pattern = _escape_glob(namespace) + "*"
+        #: Whether the client is a Redis Cluster's: the bulk operations then walk every master.
+        self.cluster = isinstance(client, aioredis.RedisCluster)
+        if self.cluster:
+            # Answers that mean "this slot has no reachable master right now":
+            # a failover in progress, or the cluster refusing queries meanwhile.
+            self._unavailable += (
+                exceptions.ClusterError, exceptions.TryAgainError,
+                exceptions.SlotNotCoveredError,
+            )
 
     @classmethod
     def from_url(
@@ -395,13 +413,19 @@ class RedisStore(Store):
         timeout: float | None = 5.0,
         probe_interval: float = 1.0,
         clock: Clock = time.time,
+        cluster: bool = False,
         **client_options: Any,
     ) -> RedisStore:
         """Build a store with a client of its own, from a ``redis://`` URL.
 
-        ``client_options`` go to ``redis.asyncio.Redis.from_url``
-        (``max_connections`` defaults to 10,000 here, Redis's own limit of
-        clients, instead of redis-py's 100, past which commands fail).  Unless
+        With ``cluster=True`` the client is a ``redis.asyncio.RedisCluster``
+        and the URL names any one node of the cluster: the client learns the
+        others, and which master serves which slot, from it.
+
+        ``client_options`` go to ``redis.asyncio.Redis.from_url`` (or
+        ``RedisCluster.from_url``; ``max_connections``, per node on a cluster,
+        defaults to 10,000 here, Redis's own limit of clients, instead of
+        redis-py's 100, past which commands fail).  Unless
         given, ``retry`` is one immediate retry (enough to replace a pooled
         connection the server closed), so a server that is down is reported
         at once instead of after redis-py's default back-off of seconds; and
@@ -410,7 +434,7 @@ class RedisStore(Store):
         time-out (a task per command).  The store closes this client in
         `close`.
         """
-        aioredis, _ = _redis_modules()
+        aioredis, exceptions = _redis_modules()
         # The store bounds each call with ``timeout``; a socket_timeout in the
         # client as well would cost a task per command (redis-py wraps each
         # send in asyncio.wait_for), about 15 us.
@@ -425,14 +449,22 @@ class RedisStore(Store):
                 f"RedisStore.from_url(url=...): expected a str such as 'redis://host:6379/0', "
                 f"got {type(url).__name__}"
             )
+        if not isinstance(cluster, bool):
+            raise SessionOptionError(
+                f"RedisStore.from_url(cluster={cluster!r}): expected True (a Redis Cluster) "
+                "or False (one server)"
+            )
         # redis-py's pool holds 100 connections by default and raises at the
         # 101st concurrent command, which the store would take for an outage
         # (every request 503 under a burst).  Redis itself takes 10,000 clients.
         # (A BlockingConnectionPool waits instead, but costs ~20 us a command.)
+        # A cluster client has the same limit for each node.
         client_options.setdefault("max_connections", 10_000)
         try:
-            client = aioredis.Redis.from_url(url, **client_options)
-        except (ValueError, TypeError) as exc:  # not echoing the URL: it may hold a password
+            client_class = aioredis.RedisCluster if cluster else aioredis.Redis
+            client = client_class.from_url(url, **client_options)
+        except (ValueError, TypeError, exceptions.RedisClusterException) as exc:
+            # not echoing the URL: it may hold a password
             raise SessionOptionError(f"RedisStore.from_url(url=...): {exc}") from exc
         # No connection is made before the first command: a bad option below
         # leaves no socket open.
@@ -550,7 +582,7 @@ class RedisStore(Store):
         """
         destroyed = 0
         async for batch in self._scan("string"):
-            values: list[bytes | None] = await self.call_backend(self.client.mget, batch)
+            values: list[bytes | None] = await self.call_backend(self._mget, batch)
             doomed = [
                 name for name, raw in zip(batch, values, strict=True)
                 if raw is not None and self._matches(raw, match)
@@ -576,8 +608,16 @@ class RedisStore(Store):
             await self.call_backend(self.client.unlink, *batch)
 
     async def ping(self) -> None:
-        """Send ``PING``; `StoreUnavailableError` when Redis does not answer."""
-        await self.ping_backend(self.client.ping)
+        """Send ``PING``; `StoreUnavailableError` when Redis does not answer.
+
+        On a cluster the ``PING`` goes to every master: the store counts as
+        back when all of them answer, which after a failover is the promoted
+        replica.
+        """
+        if self.cluster:
+            await self.ping_backend(self.client.ping, target_nodes=self.client.PRIMARIES)
+        else:
+            await self.ping_backend(self.client.ping)
 
     async def close(self) -> None:
         """Stop the reconnect probe and close the client if the store made it.
@@ -686,14 +726,37 @@ class RedisStore(Store):
             return False
         return type(data) is dict and Store.matches(data, match)
 
+    async def _mget(self, names: list[bytes]) -> list[bytes | None]:
+        """``MGET`` of ``names``: on a cluster one per slot, since one may not cross slots."""
+        client: Any = self.client
+        if self.cluster:
+            values: list[bytes | None] = await client.mget_nonatomic(names)
+        else:
+            values = await client.mget(names)
+        return values
+
     async def _scan(self, kind: str | None = None) -> AsyncIterator[list[bytes]]:
-        """Yield the keys under the namespace (of type ``kind``), a ``SCAN`` page at a time."""
-        cursor = 0
-        while True:
-            cursor, keys = await self.call_backend(
-                self.client.scan, cursor, self._pattern, 500, kind
-            )
-            if keys:
-                yield keys
-            if cursor == 0:
-                return
+        """Yield the keys under the namespace (of type ``kind``), a ``SCAN`` page at a time.
+
+        On a cluster, each master is walked in turn (``SCAN`` reads one node).
+        """
+        for target in await self._scan_targets():
+            cursor: Any = 0
+            while True:
+                cursor, keys = await self.call_backend(
+                    self.client.scan, cursor, self._pattern, 500, kind, **target
+                )
+                if isinstance(cursor, dict):  # a cluster answers {node: cursor}
+                    (cursor,) = cursor.values()
+                if keys:
+                    yield keys
+                if cursor == 0:
+                    break
+
+    async def _scan_targets(self) -> list[dict[str, Any]]:
+        """Where ``SCAN`` is sent: the server, or each master of a cluster."""
+        if not self.cluster:
+            return [{}]
+        client: Any = self.client
+        await self.call_backend(client.initialize)  # learns the masters on first use
+        return [{"target_nodes": node} for node in client.get_primaries()]
