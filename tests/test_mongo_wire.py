@@ -182,11 +182,14 @@ class TestWireCommands(WireCase):
         self.mock.clear()
         await self.store.set("k1", {"n": 2, "m": 1}, 60, previous={"n": 1},
                              on_conflict="fail")
-        (stage,) = self.only_modify()["update"]
+        verdict, stage, cleanup = self.only_modify()["update"]
         every = {"$and": [{"$eq": ["$data.n", {"$literal": 1}]},
                           {"$eq": [{"$type": "$data.m"}, "missing"]}]}
-        self.assertEqual(stage["$set"]["data.n"]["$cond"][:2], [every, {"$literal": 2}])
-        self.assertEqual(stage["$set"]["data.m"]["$cond"][:2], [every, {"$literal": 1}])
+        flag = "_tornado_session_all_as_loaded"
+        self.assertEqual(verdict, {"$set": {flag: every}})  # once, however many fields
+        self.assertEqual(stage["$set"]["data.n"]["$cond"][:2], ["$" + flag, {"$literal": 2}])
+        self.assertEqual(stage["$set"]["data.m"]["$cond"][:2], ["$" + flag, {"$literal": 1}])
+        self.assertEqual(cleanup, {"$unset": flag})
 
     @gen_test
     async def test_update_with_nothing_changed_and_touch_set_only_the_expiry(self) -> None:

@@ -409,7 +409,7 @@ class StoreContract(AsyncTestCase):
         self.assertEqual(conflicts_of(written), ())
         self.assertEqual(await self.store.get("k1"), {"n": 2})
 
-    @gen_test
+    @gen_test(timeout=30)  # parallel writes: a loaded machine takes seconds
     async def test_parallel_increments_all_count(self) -> None:
         await self.store.set("k1", {"views": 0, "name": "x"}, 60)
         loaded = as_loaded({"views": 0, "name": "x"})
@@ -462,7 +462,7 @@ class StoreContract(AsyncTestCase):
             self.assertEqual(bool(written), policy != "fail", policy)
             self.assertEqual(await self.store.get("k1"), {"n": kept}, policy)
 
-    @gen_test
+    @gen_test(timeout=30)  # parallel writes: a loaded machine takes seconds
     async def test_parallel_appends_all_stay_within_the_limit(self) -> None:
         await self.store.set("k1", {"log": ["a"]}, 60)
         loaded = as_loaded({"log": ["a"]})

@@ -762,15 +762,24 @@ def _guarded_update(
             else:
                 checks[name] = {"$eq": [{"$type": path}, "missing"]}
             fields[name] = {"$literal": _escape(to_set[name])} if name in to_set else "$$REMOVE"
-    every = {"$and": list(checks.values())}
     sets: dict[str, Any] = {"expires": expires}
     for name, value in fields.items():
         path = "$data." + escape_field_name(name)
-        check = every if on_conflict == "fail" else checks[name]
+        # With "fail" every field asks the one verdict of the first stage (naming
+        # all the checks in each field would grow the command with the square).
+        check = "$" + _ALL_AS_LOADED if on_conflict == "fail" else checks[name]
         # The field as it is (missing stays missing: a bare path would read as null).
         keep = {"$cond": [{"$eq": [{"$type": path}, "missing"]}, "$$REMOVE", path]}
         sets[path[1:]] = {"$cond": [check, value, keep]}
-    return [{"$set": sets}]
+    if on_conflict != "fail":
+        return [{"$set": sets}]
+    every = {"$and": list(checks.values())}
+    return [{"$set": {_ALL_AS_LOADED: every}}, {"$set": sets}, {"$unset": _ALL_AS_LOADED}]
+
+
+#: A field that holds, during a ``fail`` update, whether every changed field is as loaded
+#: (outside ``data``: no session key can collide with it).
+_ALL_AS_LOADED = "_tornado_session_all_as_loaded"
 
 
 #: `MongoStore.from_uri`'s default ``serverSelectionTimeoutMS`` (PyMongo's is 30 s).
