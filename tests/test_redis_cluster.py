@@ -35,10 +35,15 @@ NS = "tornado_session:"
 
 
 class TestRedisClusterContractWithOwnClient(RedisClusterCase, StoreContract):
-    """The contract through a ``RedisCluster`` the application made and keeps."""
+    """The contract through a ``RedisCluster`` the application made and keeps.
+
+    Without ``user_key``: each session is a key of its own slot, spread over
+    every master (the user index needs a hash-tagged namespace, tested below).
+    """
 
     follows_clock = False
     short_max_age = 0.3
+    user_index = False
 
     def make_store(self) -> RedisStore:
         self.client = redis.asyncio.RedisCluster.from_url(self.redis_cluster.url)
@@ -53,10 +58,17 @@ class TestRedisClusterContractWithOwnClient(RedisClusterCase, StoreContract):
 
 
 class TestRedisClusterContractFromUrl(RedisClusterCase, StoreContract):
-    """The contract through `RedisStore.from_url` with ``cluster=True``."""
+    """The contract through `RedisStore.from_url` with ``cluster=True``.
+
+    Without ``user_key``, as above.  The user index on a cluster needs a
+    hash-tagged namespace (every session in one slot); its contract run there
+    meets a redis-py 8.1 race when a cold cluster client opens many
+    connections at once (docs/scaling.md), so it is not claimed here.
+    """
 
     follows_clock = False
     short_max_age = 0.3
+    user_index = False
 
     def make_store(self) -> RedisStore:
         return RedisStore.from_url(self.redis_cluster.url, cluster=True, clock=self.clock)
