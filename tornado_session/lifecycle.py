@@ -285,7 +285,7 @@ class SessionContext:
     """The session of one request, from load to commit: the one owner of its state.
 
     ``handler`` is passed to the ``genid``, ``valid`` and ``before_save`` hooks
-    and in event payloads (the mixin passes the `~tornado.web.RequestHandler`);
+    and in event payloads, as an opaque value (the mixin passes itself);
     ``name`` is used in warnings.
     """
 
