@@ -1,6 +1,6 @@
 """Throughput of 1, 2 and 4 Tornado processes behind nginx, sharing one store.
 
-``python -m benchmarks.scaling [--seconds 3] [--stores redis cluster]`` starts,
+``python -m benchmarks.scaling [--seconds 4] [--stores redis cluster mongo]`` starts,
 for each store and each process count, the processes of the multi-process tests
 (``tests.multiprocess_app``: the login example on the store) behind Debian's
 nginx (``tests.nginx``: round robin, no sticky sessions), logs one user in, and
@@ -9,7 +9,7 @@ runs ``wrk -t1 -c16`` through nginx with that user's cookie on ``/count-read``
 that never touches the session: the ceiling of the setup), ``--repeats`` times
 in turn.  It writes ``benchmarks/scaling.md`` and ``benchmarks/scaling.json``:
 the median requests per second, and the median CPU time per request of the
-whole server side (every Tornado process, nginx and its workers, the Redis
+whole server side (every Tornado process, nginx and its workers, the store's
 servers), read from ``/proc/PID/task/*/schedstat`` as benchmarks/run.py does.
 
 Nothing is pinned: nginx, the Tornado processes, Redis and wrk share the
@@ -41,6 +41,7 @@ from tornado.httpclient import AsyncHTTPClient
 
 from benchmarks.run import cpu_ns
 from tests.load_users import User
+from tests.mongo_server import MongoWireServer
 from tests.nginx import Nginx, TornadoProcesses
 from tests.redis_cluster import RedisCluster
 from tests.redis_server import RedisServer
@@ -112,29 +113,44 @@ async def measure(
         tornados.stop()
 
 
+def start_backend(kind: str) -> tuple[str, list[int], Any]:
+    """Start the store's server(s): its URL, the PIDs whose CPU counts, and how to stop it."""
+    if kind == "mongo":
+        mongo = MongoWireServer()
+        mongo.start()
+        assert mongo.process is not None
+        return mongo.uri, [mongo.process.pid], mongo.close
+    if kind == "cluster":
+        cluster = RedisCluster()
+        cluster.start()
+        return cluster.url, [p.pid for p in cluster.processes.values()], cluster.remove
+    redis = RedisServer()
+    redis.start()
+    assert redis.process is not None
+    return redis.url, [redis.process.pid], redis.remove
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=int, default=2)
+    parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--stores", nargs="+", default=["redis", "cluster"])
+    parser.add_argument(
+        "--stores", nargs="+", default=["redis", "cluster", "mongo"],
+        choices=["redis", "cluster", "mongo"],
+    )
     args = parser.parse_args()
     results: list[dict[str, Any]] = []
     for kind in args.stores:
-        backend: Any = RedisCluster() if kind == "cluster" else RedisServer()
-        backend.start()
-        if kind == "cluster":
-            backend_pids = [process.pid for process in backend.processes.values()]
-        else:
-            backend_pids = [backend.process.pid]
+        url, backend_pids, stop = start_backend(kind)
         try:
             for processes in (1, 2, 4):
                 figures = await measure(
-                    kind, backend.url, processes, args.seconds, args.repeats, backend_pids
+                    kind, url, processes, args.seconds, args.repeats, backend_pids
                 )
                 results.append({"store": kind, "processes": processes, **figures})
                 print(results[-1], flush=True)
         finally:
-            backend.remove()
+            stop()
     meta = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "platform": platform.platform(), "cpus": os.cpu_count(), "seconds": args.seconds,
@@ -154,9 +170,9 @@ def write_markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> None:
         f"load average {meta['load']:.1f} at the end; wrk -t1 -c16, {seconds} s a run, "
         f"medians of {repeats}, nothing pinned (see the module docstring).  Requests per "
         "second, and in brackets the CPU time per request of the whole server side in µs "
-        "(Tornado processes, nginx, Redis).  Both move with the machine's other load: "
-        "compare the rows of one run, and each path with `/ping` (the same stack, the "
-        "session never touched).",
+        "(Tornado processes, nginx, the store's servers).  Both move with the machine's "
+        "other load: compare the rows of one run, and each path with `/ping` (the same "
+        "stack, the session never touched).",
         "",
         "| store | processes | read (/count-read) | change (/count) | no session (/ping) |",
         "|---|---|---|---|---|",
