@@ -83,8 +83,8 @@ import logging
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import serializers
 from ..errors import SessionError, SessionOptionError, StoreUnavailableError
@@ -94,6 +94,8 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis, RedisCluster
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 _INSTALL_HINT = 'RedisStore needs the redis package: pip install "tornado-async-session[redis]"'
 
@@ -791,6 +793,26 @@ class RedisStore(Store):
             deleted += await self.call_backend(self.client.unlink, *batch)
             if progress is not None:
                 progress(deleted)
+
+    async def call_backend(
+        self, command: Callable[..., Awaitable[_T]], *args: Any, **kwargs: Any
+    ) -> _T:
+        """`Store.call_backend`; on a cluster, the client first learns the slots.
+
+        redis-py 8.1's ``RedisCluster`` decides where a command goes before it
+        learns the cluster's slots: on a client that does not know them (new,
+        or after it dropped its connections on a ``MOVED`` or a failover) a
+        command for a key is sent to any node.  That node answers ``MOVED``,
+        and every fifth ``MOVED`` makes the client close all its connections,
+        those that other commands are using included, which then fail.  So
+        twenty concurrent first commands on a new client failed up to sixteen
+        at a time (tests/test_redis_cluster.py has the case).  Learning the
+        slots first (``initialize``, which the client serialises and which
+        does nothing once it knows them) routes every command to its master.
+        """
+        if self.cluster and self.client.get_default_node() is None:
+            await super().call_backend(self.client.initialize)
+        return await super().call_backend(command, *args, **kwargs)
 
     async def ping(self) -> None:
         """Send ``PING``; `StoreUnavailableError` when Redis does not answer.
