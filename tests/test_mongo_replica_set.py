@@ -12,13 +12,25 @@ with 503: never a 200 for a session that was not written.
 The same mock server shows the command shapes a sharded cluster routes:
 every per-session command filters on ``_id`` (one shard on a collection
 sharded on ``{_id: "hashed"}``); only the bulk operations do not (broadcast).
+
+`TestRealReplicaSet` runs the same checks against a real replica set when
+``MONGODB_URI`` names one (and steps its primary down only with
+``MONGODB_ALLOW_STEP_DOWN=1``); without one it is skipped, never passed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import threading
+import time
+import unittest
+import uuid
 from typing import Any, ClassVar
 
+import pymongo
+import pymongo.errors
 from bson import ObjectId
 from mockupdb import MockupDB
 from tornado.testing import AsyncTestCase, ExpectLog, gen_test
@@ -291,3 +303,127 @@ class TestCommandShapesForSharding(MockMongoCase, AsyncTestCase):
             (spec,) = doc["deletes"]
             self.assertNotIn("_id", spec["q"], name)  # no shard key: every shard is asked
             self.assertEqual(spec["limit"], 0)
+
+    @gen_test(timeout=20)
+    async def test_the_user_index_queries_broadcast_on_the_user_field(self) -> None:
+        indexed = MongoStore.from_uri(
+            self.mock.uri, clock=self.clock, user_key="user_id", serverSelectionTimeoutMS=3000
+        )
+        try:
+            await indexed.setup()
+            self.mock.clear()
+            await indexed.user_sessions(7)
+            await indexed.destroy_user(7)
+        finally:
+            await indexed.close()
+        self.assertEqual([name for name, _ in self.mock.commands], ["find", "delete"])
+        (_, find), (_, delete) = self.mock.commands
+        for query in (find["filter"], delete["deletes"][0]["q"]):
+            self.assertNotIn("_id", query)  # not the shard key: every shard is asked
+            self.assertEqual(query["user"], 7)  # each answers from its (user, expires) index
+
+
+#: A real replica set to test against: ``MONGODB_URI`` naming one (``?replicaSet=...``).
+MONGODB_URI = os.environ.get("MONGODB_URI")
+#: Stepping the primary down disturbs every client of that replica set: only when asked to.
+ALLOW_STEP_DOWN = os.environ.get("MONGODB_ALLOW_STEP_DOWN") == "1"
+
+
+def real_replica_set() -> dict[str, Any]:
+    """``hello`` of the replica set ``MONGODB_URI`` names; the test is skipped without one."""
+    if not MONGODB_URI:
+        raise unittest.SkipTest("MONGODB_URI is not set: no real replica set to test against")
+    with pymongo.MongoClient(MONGODB_URI, serverSelectionTimeoutMS=5000) as client:
+        hello: dict[str, Any] = client.admin.command("hello")
+    if "setName" not in hello:
+        raise unittest.SkipTest("MONGODB_URI names a single server, not a replica set")
+    return hello
+
+
+class TestRealReplicaSet(AsyncTestCase):
+    """The replica-set behaviour above, against a real one when ``MONGODB_URI`` names it.
+
+    CI has no mongod (docs/scaling.md), so these run only where one is: the
+    write concern and read preference the store uses, and, with
+    ``MONGODB_ALLOW_STEP_DOWN=1`` and at least two electable members, a
+    ``replSetStepDown`` of the primary while sessions are being written.
+    """
+
+    hello: ClassVar[dict[str, Any]]
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        cls.hello = real_replica_set()
+
+    def setUp(self) -> None:
+        super().setUp()
+        assert MONGODB_URI
+        self.store = MongoStore.from_uri(
+            MONGODB_URI, collection="sessions_" + uuid.uuid4().hex[:12],
+            serverSelectionTimeoutMS=20_000,
+        )
+
+    def tearDown(self) -> None:
+        async def drop() -> None:
+            if self.store.collection is not None:  # None when the test made no call
+                await self.store.collection.drop()
+            await self.store.close()
+
+        self.io_loop.run_sync(drop, timeout=60)
+        super().tearDown()
+
+    @gen_test(timeout=60)
+    async def test_sessions_are_written_with_majority_and_read_from_the_primary(self) -> None:
+        await self.store.set("k1", {"n": 1}, 60)
+        self.assertEqual(await self.store.get("k1"), {"n": 1})
+        collection = self.store.collection
+        self.assertEqual(collection.write_concern.document, {"w": "majority"})
+        self.assertEqual(collection.read_preference.mongos_mode, "primary")
+
+    @gen_test(timeout=180)
+    async def test_a_step_down_under_load_loses_no_acknowledged_write(self) -> None:
+        if not ALLOW_STEP_DOWN:
+            self.skipTest("set MONGODB_ALLOW_STEP_DOWN=1 to step the primary down")
+        if len(self.hello.get("hosts", [])) < 2:
+            self.skipTest("the replica set has one electable member: nothing to fail over to")
+        acknowledged: dict[str, int] = {}
+        outcomes = {"written": 0, "unavailable": 0}
+        stop = asyncio.Event()
+
+        async def writer(key: str) -> None:
+            n, loaded = 0, None
+            while not stop.is_set():
+                n += 1
+                try:
+                    if await self.store.set(key, {"n": n}, 300, previous=loaded):
+                        acknowledged[key], loaded = n, {"n": n}
+                        outcomes["written"] += 1
+                except StoreUnavailableError:
+                    outcomes["unavailable"] += 1  # the 503 of the failover window
+                    await asyncio.sleep(0.05)
+
+        def step_down() -> None:
+            assert MONGODB_URI
+            # The old primary closes its connections as it steps down.
+            with (pymongo.MongoClient(MONGODB_URI, serverSelectionTimeoutMS=20_000) as client,
+                  contextlib.suppress(pymongo.errors.AutoReconnect)):
+                client.admin.command({"replSetStepDown": 20, "secondaryCatchUpPeriodSecs": 10})
+
+        keys = [f"user{n}" for n in range(10)]
+        writers = [asyncio.ensure_future(writer(key)) for key in keys]
+        await asyncio.sleep(2)
+        before = outcomes["written"]
+        await asyncio.get_running_loop().run_in_executor(None, step_down)
+        deadline = time.monotonic() + 60
+        while outcomes["written"] < before + 200 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)  # writes go on, on the new primary
+        stop.set()
+        await asyncio.gather(*writers)
+
+        self.assertGreater(outcomes["written"], before + 200, outcomes)
+        for key in keys:
+            # Majority-acknowledged writes survive the election: that one or a later one.
+            stored = await self.store.get(key)
+            assert stored is not None, key
+            self.assertGreaterEqual(stored["n"], acknowledged[key], key)
