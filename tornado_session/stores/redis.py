@@ -78,6 +78,7 @@ is, so ``import tornado_session`` works without it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import math
@@ -424,6 +425,14 @@ def _redis_modules() -> tuple[Any, Any]:
     return redis.asyncio, redis.exceptions
 
 
+#: Seconds between two tries of a command whose cluster master is being replaced.
+_FAILOVER_RETRY = 0.1
+
+
+class _MasterUnreachable(StoreUnavailableError):
+    """One cluster master cannot be reached while another answers: a partial outage."""
+
+
 #: A Redis Cluster hash tag: the part of a key name that picks its slot.
 _HASH_TAG = re.compile(r"\{[^}]+\}")
 
@@ -518,6 +527,10 @@ class RedisStore(Store):
         self._pattern = _escape_glob(namespace) + "*"
         #: Whether the client is a Redis Cluster's: the bulk operations then walk every master.
         self.cluster = isinstance(client, aioredis.RedisCluster)
+        # A partial outage of the cluster (`call_backend`): logged once, and
+        # until when another master is known to answer (the loop's clock).
+        self._masters_lost = False
+        self._answers_until = 0.0
         if self.cluster:
             # Answers that mean "this slot has no reachable master right now":
             # a failover in progress, or the cluster refusing queries meanwhile.
@@ -797,22 +810,125 @@ class RedisStore(Store):
     async def call_backend(
         self, command: Callable[..., Awaitable[_T]], *args: Any, **kwargs: Any
     ) -> _T:
-        """`Store.call_backend`; on a cluster, the client first learns the slots.
+        """`Store.call_backend`; on a cluster, one master's loss is not the store's.
 
-        redis-py 8.1's ``RedisCluster`` decides where a command goes before it
-        learns the cluster's slots: on a client that does not know them (new,
-        or after it dropped its connections on a ``MOVED`` or a failover) a
-        command for a key is sent to any node.  That node answers ``MOVED``,
-        and every fifth ``MOVED`` makes the client close all its connections,
-        those that other commands are using included, which then fail.  So
-        twenty concurrent first commands on a new client failed up to sixteen
-        at a time (tests/test_redis_cluster.py has the case).  Learning the
-        slots first (``initialize``, which the client serialises and which
-        does nothing once it knows them) routes every command to its master.
+        On a single server this is `Store.call_backend`.  On a cluster:
+
+        * The client first learns the slots.  redis-py 8.1's ``RedisCluster``
+          decides where a command goes before it learns them: on a client that
+          does not know them (new, or after it dropped its connections on a
+          ``MOVED`` or a failover) a command for a key is sent to any node.
+          That node answers ``MOVED``, and every fifth ``MOVED`` makes the
+          client close all its connections, those other commands are using
+          included, which then fail: twenty concurrent first commands on a new
+          client failed up to sixteen at a time.  ``initialize`` (which the
+          client serialises, and which does nothing once it knows the slots)
+          routes every command to its master.
+        * A command whose master cannot be reached while another master
+          answers (`_on_its_master`) is a partial outage: the store stays
+          connected, so requests whose sessions live on the other masters go
+          on, and this command is tried again every 0.1 s until ``timeout``
+          has passed since its first failure (a replica taking over), then
+          raises `StoreUnavailableError` (503 with ``Retry-After``).  With no
+          ``timeout`` it raises at once.  When no master answers, the store is
+          disconnected, as a single server's loss makes it.
         """
-        if self.cluster and self.client.get_default_node() is None:
+        if not self.cluster:
+            return await super().call_backend(command, *args, **kwargs)
+        if self.client.get_default_node() is None:
             await super().call_backend(self.client.initialize)
-        return await super().call_backend(command, *args, **kwargs)
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        while True:
+            try:
+                result: _T = await super().call_backend(
+                    self._on_its_master, command, *args, **kwargs
+                )
+            except _MasterUnreachable as exc:
+                cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
+                if not await self._some_master_answers():
+                    self._connection_lost(cause)
+                    raise StoreUnavailableError(f"Redis cannot be reached: {cause}") from cause
+                self._master_lost(cause)
+                now = loop.time()
+                if deadline is None:
+                    deadline = now + (self.timeout or 0.0)
+                if now >= deadline:
+                    raise StoreUnavailableError(
+                        f"Redis Cluster: the master of this session's slot did not answer "
+                        f"within {self.timeout} s (timeout), while others do: {cause}"
+                    ) from cause
+                await asyncio.sleep(min(_FAILOVER_RETRY, deadline - now))
+                continue
+            if deadline is not None and self._masters_lost:
+                self._masters_lost = False
+                logger.info("Redis Cluster: a command that waited for its master is served again")
+            return result
+
+    async def _on_its_master(
+        self, command: Callable[..., Awaitable[_T]], *args: Any, **kwargs: Any
+    ) -> _T:
+        """Run ``command``; a failure to reach its master comes out as `_MasterUnreachable`.
+
+        `_MasterUnreachable` is a `SessionError`, which `Store.call_backend`
+        passes on as it is: `call_backend` then asks whether the other masters
+        answer before it decides between a partial and a whole outage.  A
+        command that outlasts ``timeout`` is still a whole outage (a master
+        that stops answering without closing its connections).
+        """
+        try:
+            return await command(*args, **kwargs)
+        except self._unavailable as exc:
+            raise _MasterUnreachable(f"{type(exc).__name__}: {exc}") from exc
+
+    def _master_lost(self, exc: Exception) -> None:
+        """Log the start of a partial outage once (until a command that waited is served)."""
+        if self._masters_lost:
+            return
+        self._masters_lost = True
+        logger.warning(
+            "Redis Cluster: a master cannot be reached (%s: %s) while others answer: "
+            "requests whose sessions are in its slots wait up to timeout=%s s for a "
+            "replica to take over, then get 503; the others go on",
+            type(exc).__name__, exc, self.timeout,
+        )
+
+    async def _some_master_answers(self) -> bool:
+        """Whether any master of the cluster answers ``PING`` (a yes is remembered for 0.1 s).
+
+        Asked again every 0.1 s for up to a second (or ``timeout``, if
+        longer) before the answer is no: while a failover is under way,
+        redis-py drops its connections on every ``CLUSTERDOWN`` or ``MOVED``,
+        pings in flight included, so one round of pings that fails does not
+        mean that every master is gone.
+        """
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._answers_until:
+            return True
+        client: Any = self.client
+
+        async def answers(node: Any) -> bool:
+            try:
+                return bool(await client.ping(target_nodes=node))
+            except Exception:  # any failure means "not this one"
+                return False
+
+        deadline = loop.time() + max(1.0, self.timeout or 0.0)
+        while True:
+            pings = [asyncio.ensure_future(answers(node)) for node in client.get_primaries()]
+            try:
+                for first in asyncio.as_completed(pings, timeout=deadline - loop.time()):
+                    if await first:
+                        self._answers_until = loop.time() + _FAILOVER_RETRY
+                        return True
+            except TimeoutError:
+                return False
+            finally:
+                for ping in pings:
+                    ping.cancel()
+            if loop.time() + _FAILOVER_RETRY >= deadline:
+                return False
+            await asyncio.sleep(_FAILOVER_RETRY)
 
     async def ping(self) -> None:
         """Send ``PING``; `StoreUnavailableError` when Redis does not answer.
@@ -876,7 +992,7 @@ class RedisStore(Store):
     async def _update(
         self, name: str, ttl: int, loaded: bytes, raw: bytes, policy: bytes, changes: list[bytes]
     ) -> int | bytes | list[Any]:
-        """Run the update script: one ``EVALSHA`` (and ``SCRIPT LOAD`` if Redis lacks it).
+        """Run the update script: one ``EVALSHA`` (an ``EVAL`` if Redis lacks it).
 
         With a `user_key` the script also gets the owner's hash and the users'
         prefix, to move an indexed session's entry.  A key of another type
@@ -898,19 +1014,22 @@ class RedisStore(Store):
         return answer
 
     async def _script(self, sha: str, *args: Any) -> Any:
-        """``EVALSHA`` one of the store's scripts, loading it first if Redis lacks it.
+        """``EVALSHA`` one of the store's scripts, or ``EVAL`` it if Redis lacks it.
 
         The SHA is known in advance, so a process whose server already has
-        the script (another process loaded it) never sends it.
+        the script (another process ran it) never sends it.  When Redis does
+        not have it (first use, a restart, ``SCRIPT FLUSH``), ``EVAL`` sends
+        it with this call's keys, which Redis runs and keeps for the next
+        ``EVALSHA``.  It goes where the keys live: on a cluster, only to their
+        master (``SCRIPT LOAD`` would go to every master, and fail while one
+        of them is down).
         """
         try:
             return await self.call_backend(self.client.evalsha, sha, *args)
         except SessionError as exc:
             if not isinstance(exc.__cause__, self._no_script):
                 raise
-        # First use on this server, or it restarted and forgot the script.
-        await self.call_backend(self.client.script_load, _SCRIPTS[sha])
-        return await self.call_backend(self.client.evalsha, sha, *args)
+        return await self.call_backend(self.client.eval, _SCRIPTS[sha], *args)
 
     async def _own(self, name: str, ttl: int, owner: Owner | None) -> None:
         """Give the session ``name`` its owner (``None``: none), in the index."""
