@@ -353,7 +353,7 @@ class TestSpreadUserIndex(SpreadCase):
             "login": 3,  # join, claim, SET
             "update": 2,  # join, update
             "touch": 3,  # touch (answers the owner), join, touch
-            "change user": 4,  # join, claim, leave the old set, update
+            "change user": 3,  # join, claim, update (the old set keeps the member)
             "anonymous update": 1, "anonymous touch": 1,
             "list 3": 7,  # ZRANGE, then a PTTL and an HMGET per session, at once
             "revoke 3": 5,  # ZRANGE, a script per session at once, one ZREM
@@ -436,7 +436,7 @@ class TestSpreadOrdering(SpreadCase):
         await self.login("mine", 1)
         claim = self.store._claim
 
-        async def claim_then_die(*args: Any) -> bytes:
+        async def claim_then_die(*args: Any) -> None:
             await claim(*args)
             raise StoreUnavailableError("died")
 
@@ -444,7 +444,7 @@ class TestSpreadOrdering(SpreadCase):
                 self.assertRaises(StoreUnavailableError):
             await self.store.set("mine", {"user_id": 2}, 60, previous={"user_id": 1},
                                  owner=Owner(2, time.time(), time.time()))
-        # "mine" is 2's now, still a member of 1's set too (its leave never ran).
+        # "mine" is 2's now (its data not yet written), still a member of 1's set too.
         self.assertEqual(await self.listed(1), set())
         self.assertEqual(await self.listed(2), {"mine"})
         await self.assert_every_live_session_is_listed(2)
@@ -492,6 +492,33 @@ class TestSpreadOrdering(SpreadCase):
         self.assertGreater(await self.store.client.pttl(zset), session_ttl)
         await self.assert_every_live_session_is_listed(1)
 
+    @gen_test(timeout=30)
+    async def test_a_change_of_user_racing_a_change_back_leaves_the_final_owner_listed(
+        self,
+    ) -> None:
+        # 1 to 2, and meanwhile 2 to 1: the last owner written is 1, whose set
+        # must still hold the session (removing it from "the previous owner's
+        # set" after the first change's claim would undo the second's join).
+        await self.login("s", 1)
+        claim = self.store._claim
+        switched: list[bool] = []
+
+        async def claim_then_switch_back(*args: Any) -> None:
+            await claim(*args)
+            if not switched:
+                switched.append(True)
+                await self.store.set("s", {"user_id": 1}, 60, previous={"user_id": 2},
+                                     owner=Owner(1, time.time(), time.time()))
+
+        with mock.patch.object(self.store, "_claim", claim_then_switch_back):
+            await self.store.set("s", {"user_id": 2}, 60, previous={"user_id": 1},
+                                 owner=Owner(2, time.time(), time.time()))
+        self.assertEqual(await self.listed(1), {"s"})
+        self.assertEqual(await self.listed(2), set())
+        await self.assert_every_live_session_is_listed(1)
+        self.assertEqual(await self.store.destroy_user(1), 1)
+        self.assertIsNone(await self.store.get("s"))
+
     @gen_test(timeout=60)
     async def test_a_revocation_between_the_steps_of_a_login_leaves_it_listed(self) -> None:
         for step in ("_join", "_claim"):
@@ -522,10 +549,9 @@ class TestSpreadOrdering(SpreadCase):
         await self.store.set("visitor", {"cart": [1]}, 60)
         claim = self.store._claim
 
-        async def claim_then_revoke(*args: Any) -> bytes:
-            answer = await claim(*args)
+        async def claim_then_revoke(*args: Any) -> None:
+            await claim(*args)
             self.assertEqual(await self.store.destroy_user(1), 1)
-            return answer
 
         with mock.patch.object(self.store, "_claim", claim_then_revoke):
             written = await self.store.set("visitor", {"cart": [1], "user_id": 1}, 60,

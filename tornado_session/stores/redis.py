@@ -82,8 +82,8 @@ in the user's (``<ns>~user:{<user>}``), so sessions spread over every master;
 as no script may span two slots, the store keeps the index by a documented
 order instead: a user's set is extended before any of its sessions, and an
 owner is written after the new user's set is joined.  That costs an indexed
-session one more call per write, two more per touch, one more per login and
-two more per change of user; anonymous sessions, and stores without a
+session one more call per write, two more per touch and one more per login
+or change of user; anonymous sessions, and stores without a
 `user_key`, pay nothing.  A crash
 between two steps leaves a member too many, which listing drops, never a
 live session missing from its user's set.  "The user index" below has the
@@ -370,16 +370,20 @@ _POLICY = {"last_write_wins": b"l", "first_write_wins": b"f", "fail": b"x"}
 # between any two steps:
 #
 # * owning: join the new user's set (`_JOIN_SCRIPT`: the member and the set
-#   are given the TTL plus `_GRACE_MS`), then write the meta (`_CLAIM_SCRIPT`,
-#   which answers the previous owner), then leave the previous owner's set;
+#   are given the TTL plus `_GRACE_MS`), then write the meta (`_CLAIM_SCRIPT`).
+#   The previous owner's set keeps the member: removing it could undo the
+#   join of a concurrent change back to that owner (A to B and B to A at
+#   once), hiding a live session from that owner's "log out everywhere";
+#   listing ignores it (the meta names someone else) and drops it later;
 # * extending (an update, a touch): join the owner's set, then extend the
 #   session; the session script names the owner it was extended for and
 #   refuses when the meta names another (`_UPDATE_SCRIPT`,
 #   `_SPREAD_TOUCH_SCRIPT`), so no session outruns its set;
 # * listing: read each member's ``PTTL`` and meta, one command each, at once;
-#   drop (`_PRUNE_SCRIPT`) only members whose session is gone and whose score
-#   has passed: a member whose session does not exist yet may be a login
-#   between its steps;
+#   drop (`_PRUNE_SCRIPT`) only members whose session is gone or someone
+#   else's, and whose score has passed: a member whose session does not exist
+#   yet, or is not yet the user's, may be a login between its steps, whose
+#   score is fresh;
 # * revoking: for each member, `_REVOKE_SCRIPT` on the session's slot deletes
 #   the session and its meta if the meta names the user and the session
 #   exists; then only those members leave the set (never the whole set: a
@@ -487,17 +491,16 @@ return 1
 
 #: Write a session's owner.  KEYS: its meta hash.  ARGV: the TTL in ms, then
 #: the owner: user as JSON ('' for none: the hash goes), created, agent,
-#: address.  Answers the previous owner ('' for none), whose set it leaves next.
+#: address.
 _CLAIM_SCRIPT = _INDEX_LIB + """
-local old = redis.call('HGET', KEYS[1], 'user') or ''
 if ARGV[2] == '' then
   redis.call('DEL', KEYS[1])
-  return old
+  return 1
 end
 redis.call('HSET', KEYS[1], 'user', ARGV[2], 'created', ARGV[3], 'seen', now_ms() / 1000,
            'agent', ARGV[4], 'address', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
-return old
+return 1
 """
 
 #: Extend a session whose owner's set was extended first.  KEYS: the session,
@@ -528,7 +531,7 @@ return 1
 """
 
 #: Drop members whose score has passed.  KEYS: the set.  ARGV: the members
-#: (the store found their sessions gone).  Answers how many left.
+#: (the store found their sessions gone or someone else's).  Answers how many left.
 _PRUNE_SCRIPT = _INDEX_LIB + """
 local now = now_ms()
 local removed = 0
@@ -838,8 +841,8 @@ class RedisStore(Store):
         (the index first: a crash between the two leaves an entry that
         listing drops, never a session that "log out everywhere" misses), and
         the update and ``PEXPIRE`` move an indexed session's entry in the same
-        call.  In the spread layout a login costs one more call and a change
-        of user two (`_own`), and every write of an indexed session one more:
+        call.  In the spread layout a login or a change of user costs one
+        more call (`_own`), and every write of an indexed session one more:
         its user's set first (`_extend_set_first`).
         """
         name = self._name(key)
@@ -1143,10 +1146,12 @@ class RedisStore(Store):
         """Give the session ``name`` its owner (``None``: none), in the index.
 
         One script where the store's keys share a slot.  In the spread layout
-        three steps, in the order that keeps every owned session in its
-        user's set: join the new user's set, write the meta (`_claim`), leave
-        the previous owner's set.  Answers when the set was joined (``None``:
-        no set was), for `_rejoin_if_late` after the session's write.
+        two steps, in the order that keeps every owned session in its user's
+        set: join the new user's set, then write the meta (`_claim`).  The
+        previous owner's set keeps its member (listing drops it later):
+        removing it could undo a concurrent change back to that owner.
+        Answers when the set was joined (``None``: no set was), for
+        `_rejoin_if_late` after the session's write.
         """
         if owner is None or owner.user is None:
             fields: tuple[Any, ...] = (b"", 0, b"", b"")
@@ -1160,18 +1165,15 @@ class RedisStore(Store):
             return None
         user = fields[0]
         joined = await self._join(user, name, ttl) if user else None
-        previous = await self._claim(name, ttl, fields)
-        if previous and previous != user:
-            await self.call_backend(self.client.zrem, self._user_set(previous), name)
+        await self._claim(name, ttl, fields)
         return joined
 
-    async def _claim(self, name: str, ttl: int, fields: tuple[Any, ...]) -> bytes:
-        """Write the owner ``fields`` into the session's meta (spread layout); the previous user.
+    async def _claim(self, name: str, ttl: int, fields: tuple[Any, ...]) -> None:
+        """Write the owner ``fields`` into the session's meta (spread layout).
 
         The second step of `_own`, after the new user's set was joined.
         """
-        previous: bytes = await self._script(_CLAIM_SHA, 1, name + "~meta", ttl, *fields)
-        return previous
+        await self._script(_CLAIM_SHA, 1, name + "~meta", ttl, *fields)
 
     async def _join(self, user: bytes, name: str, ttl: int) -> float:
         """Make ``name`` a member of ``user``'s set for ``ttl`` ms and the grace; when it was sent.
@@ -1231,9 +1233,10 @@ class RedisStore(Store):
         """`user_sessions` in the spread layout: the rows of the members alive and the user's.
 
         Each member's ``PTTL`` and meta are read on its own slot, all at
-        once.  A member whose session is gone leaves the set only once its
-        score has passed (`_PRUNE_SCRIPT`): before, it may be a login between
-        joining the set and writing the session.
+        once.  A member whose session is gone or someone else's leaves the
+        set only once its score has passed (`_PRUNE_SCRIPT`): before, it may
+        be a login between joining the set and writing the meta or the
+        session.
         """
         zset = self._user_set(user)
         members: list[bytes] = await self.call_backend(self.client.zrange, zset, 0, -1)
@@ -1243,14 +1246,14 @@ class RedisStore(Store):
               for name in members),
         )
         ttls, metas = answers[:len(members)], answers[len(members):]
-        rows, gone = [], []
+        rows, strays = [], []
         for name, ttl, meta in zip(members, ttls, metas, strict=True):
             if ttl > 0 and meta[0] == user:
                 rows.append((name, ttl, *meta[1:]))
-            elif ttl == -2:  # no such key
-                gone.append(name)
-        if gone:
-            await self._script(_PRUNE_SHA, 1, zset, *gone)
+            elif ttl == -2 or meta[0] != user:  # no such session, or not the user's
+                strays.append(name)
+        if strays:
+            await self._script(_PRUNE_SHA, 1, zset, *strays)
         return rows
 
     async def _revoke_spread(self, user: bytes) -> int:
