@@ -493,6 +493,46 @@ class TestSpreadOrdering(SpreadCase):
         await self.assert_every_live_session_is_listed(1)
 
     @gen_test(timeout=30)
+    async def test_a_wrong_guess_at_the_owner_extends_the_real_owners_set_first(self) -> None:
+        # The data says 1, but another request made the session 2's since:
+        # the update script refuses to extend it until 2's set is extended.
+        await self.login("s", 2, max_age=0.5)
+        zset = SPREAD + "~user:{2}"
+        await self.store.client.pexpire(zset, 400)  # (shorter than any extension)
+        joined: list[bytes] = []
+        join = self.store._join
+
+        async def recorded(user: bytes, *args: Any) -> float:
+            joined.append(user)
+            return await join(user, *args)
+
+        with mock.patch.object(self.store, "_join", recorded):
+            self.assertTrue(await self.store.set("s", {"user_id": 1, "n": 1}, 60,
+                                                 previous={"user_id": 1}))
+        self.assertEqual(joined, [b"1", b"2"])
+        self.assertGreater(await self.store.client.pttl(zset),
+                           await self.store.client.pttl(SPREAD + "{s}"))
+        self.assertEqual(await self.listed(2), {"s"})
+        self.assertEqual(await self.listed(1), set())
+
+    @gen_test(timeout=30)
+    async def test_a_write_later_than_the_grace_after_its_join_joins_again(self) -> None:
+        joined: list[bytes] = []
+        join = self.store._join
+
+        async def recorded(user: bytes, *args: Any) -> float:
+            joined.append(user)
+            return await join(user, *args)
+
+        with mock.patch("tornado_session.stores.redis._GRACE_MS", 0), \
+                mock.patch.object(self.store, "_join", recorded):
+            await self.login("s", 1)  # every write is "late" with no grace
+            self.assertTrue(await self.store.touch("s", 60))
+        self.assertEqual(joined, [b"1", b"1", b"1", b"1"])
+        self.assertGreaterEqual(await self.store.client.pttl(SPREAD + "~user:{1}"),
+                                await self.store.client.pttl(SPREAD + "{s}"))
+
+    @gen_test(timeout=30)
     async def test_a_change_of_user_racing_a_change_back_leaves_the_final_owner_listed(
         self,
     ) -> None:
