@@ -2,9 +2,11 @@
 
 The store contract runs against the cluster through the application's own
 ``redis.asyncio.RedisCluster`` and through `RedisStore.from_url` with
-``cluster=True``; then the cluster's own cases: sessions spread over every
-master, no command crossing slots, the bulk operations reaching every master,
-and what a user sees while the cluster is unreachable.  The failover of one
+``cluster=True``, with the user index in one slot (a hash-tagged namespace)
+and spread over the masters; then the cluster's own cases: sessions spread
+over every master, no command crossing slots, the bulk operations reaching
+every master, the spread index's ordering through crashes and races, and what
+a user sees while the cluster is unreachable.  The failover of one
 master under load is in tests/test_redis_failover.py.
 """
 
@@ -41,8 +43,7 @@ class TestRedisClusterContractWithOwnClient(RedisClusterCase, StoreContract):
     """The contract through a ``RedisCluster`` the application made and keeps.
 
     Without ``user_key``: each session is a key of its own slot, spread over
-    every master (the user index needs a hash-tagged namespace: the classes
-    below).
+    every master (the user index's two layouts: the classes below).
     """
 
     follows_clock = False
