@@ -257,18 +257,30 @@ class TestOptions(SessionTestCase):
                 MemoryStore(user_key=bad)  # type: ignore[arg-type]
             self.assertIn("user_key", str(caught.exception))
 
-    def test_a_user_index_on_a_redis_cluster_needs_a_hash_tag_in_the_namespace(self) -> None:
+    def test_a_user_index_on_a_redis_cluster_is_spread_unless_the_namespace_has_a_tag(
+        self,
+    ) -> None:
         import redis.asyncio
 
         from tornado_session.stores import RedisStore
 
         async def run() -> None:
             client = redis.asyncio.RedisCluster(host="127.0.0.1", port=1)  # (no connection yet)
-            with self.assertRaises(SessionOptionError) as caught:
-                RedisStore(client, user_key="user_id")
-            self.assertIn("hash tag", str(caught.exception))
-            store = RedisStore(client, namespace="app:{sessions}:", user_key="user_id")
-            self.assertEqual(store.user_key, "user_id")
+            layouts = {
+                "app:": True,  # no tag: each user's keys on the user's slot
+                "app:{sessions}:": False,  # a tag: every key in one slot
+                "app:{": True,  # a '{' without '}' is no tag
+            }
+            for namespace, spread in layouts.items():
+                store = RedisStore(client, namespace=namespace, user_key="user_id")
+                self.assertIs(store.spread, spread, namespace)
+            self.assertFalse(RedisStore(client).spread)  # no user index: nothing to spread
+            # An empty tag first makes Redis hash each name whole: a session and
+            # its owner's hash would land on different slots.
+            for namespace in ("app:{}:", "app:{}{sessions}:"):
+                with self.assertRaises(SessionOptionError) as caught:
+                    RedisStore(client, namespace=namespace, user_key="user_id")
+                self.assertIn("'{}'", str(caught.exception))
             await client.aclose()
 
         self.io_loop.run_sync(run)

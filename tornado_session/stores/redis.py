@@ -72,6 +72,23 @@ reads a page with one ``MGET`` per slot (redis-py's ``mget_nonatomic``) and
 deletes with one ``UNLINK`` per slot.  docs/scaling.md has the failover
 figures.
 
+The user index (a `user_key`) has two layouts on a cluster, chosen by the
+namespace.  With a hash tag in it (``"app:{sessions}:"``) every key of the
+store is in one slot, so the index moves in the same scripts as on one
+server: the cluster gives failover, but one master holds every session.
+Without one (the "spread" layout) each session and its owner's hash are in
+the session's slot (``<ns>{<key>}``, ``<ns>{<key>}~meta``) and each user's set
+in the user's (``<ns>~user:{<user>}``), so sessions spread over every master;
+as no script may span two slots, the store keeps the index by a documented
+order instead: a user's set is extended before any of its sessions, and an
+owner is written after the new user's set is joined.  That costs an indexed
+session one more call per write, two more per touch and one more per login
+or change of user; anonymous sessions, and stores without a
+`user_key`, pay nothing.  A crash
+between two steps leaves a member too many, which listing drops, never a
+live session missing from its user's set.  "The user index" below has the
+details.
+
 The ``redis`` package is imported when a store is built, not when this module
 is, so ``import tornado_session`` works without it.
 """
@@ -82,7 +99,6 @@ import asyncio
 import hashlib
 import logging
 import math
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -111,6 +127,15 @@ _INSTALL_HINT = 'RedisStore needs the redis package: pip install "tornado-async-
 #: because the record is still the bytes loaded: the common case, which
 #: returns before the merge's functions are even defined.
 #:
+#: The user index rides along.  With three keys (one server, or a cluster
+#: with a hash-tagged namespace) KEYS[2] is the session's meta hash and
+#: KEYS[3] the users' prefix: the write moves the meta and the member too.
+#: With two keys (the spread layout) the user's set is on another slot: the
+#: store extended it first, and the policy letter is followed by the user
+#: it extended it for; when the meta names another owner (or none, or one
+#: where the store guessed none) the script writes nothing and answers
+#: ``{2, owner}``, so that the store extends that owner's set and asks again.
+#:
 #: Otherwise another request wrote since the load: the script applies the
 #: changes key by key to the record as it is now.  A key whose value is not
 #: the one in the loaded bytes any more is in conflict, and the policy says
@@ -131,15 +156,21 @@ _INSTALL_HINT = 'RedisStore needs the redis package: pip install "tornado-async-
 _UPDATE_SCRIPT = """
 local current = redis.call('GET', KEYS[1])
 if not current then return 0 end
+if KEYS[2] and not KEYS[3] then
+  local owner = redis.call('HGET', KEYS[2], 'user') or ''
+  if owner ~= string.sub(ARGV[4], 2) then return {2, owner} end
+end
 local function follow()
   if KEYS[2] and redis.call('PEXPIRE', KEYS[2], ARGV[1]) == 1 then
     local t = redis.call('TIME')
     local now = t[1] * 1000 + math.floor(t[2] / 1000)
     redis.call('HSET', KEYS[2], 'seen', now / 1000)
-    local zset = KEYS[3] .. redis.call('HGET', KEYS[2], 'user')
-    redis.call('ZADD', zset, now + ARGV[1], KEYS[1])
-    local last = redis.call('ZRANGE', zset, -1, -1, 'WITHSCORES')
-    redis.call('PEXPIRE', zset, math.max(1, last[2] - now))
+    if KEYS[3] then
+      local zset = KEYS[3] .. redis.call('HGET', KEYS[2], 'user')
+      redis.call('ZADD', zset, now + ARGV[1], KEYS[1])
+      local last = redis.call('ZRANGE', zset, -1, -1, 'WITHSCORES')
+      redis.call('PEXPIRE', zset, math.max(1, last[2] - now))
+    end
   end
 end
 
@@ -148,7 +179,7 @@ if current == ARGV[2] then
   follow()
   return 1
 end
-local policy = ARGV[4]
+local policy = string.sub(ARGV[4], 1, 1)
 if policy == 'c' then return current end
 
 local find, sub, byte = string.find, string.sub, string.byte
@@ -311,7 +342,6 @@ for _, item in ipairs(results) do answer[#answer + 1] = item end
 return answer
 """
 
-_UPDATE_SHA = hashlib.sha1(_UPDATE_SCRIPT.encode("utf-8")).hexdigest()
 
 #: The update script's letter for each ``on_conflict`` policy.
 _POLICY = {"last_write_wins": b"l", "first_write_wins": b"f", "fail": b"x"}
@@ -327,7 +357,42 @@ _POLICY = {"last_write_wins": b"l", "first_write_wins": b"f", "fail": b"x"}
 # a member's score.  Members whose session is gone (destroyed by one ``DEL``,
 # or expired) are dropped by the scripts that read the set.  Times come from
 # Redis's ``TIME``, the clock its TTLs run on.  Key names are made in the
-# scripts: a store works on one server (Redis Cluster is not supported).
+# scripts, so all of a store's keys must be in one slot: one server, or a
+# cluster whose namespace carries a hash tag (the "one-slot" layout).
+#
+# The "spread" layout (a cluster, a `user_key`, a namespace without a hash
+# tag) puts each user's keys on that user's slot instead: a session is
+# ``<ns>{<key>}`` and its meta ``<ns>{<key>}~meta`` (one slot: the key is the
+# tag), the user's set ``<ns>~user:{<user as JSON>}`` (the user's slot).  No
+# script may span two slots, so the set and the session move in an order
+# that keeps the invariant "every live session with an owner is a member of
+# its user's set, and the set lives at least as long as it" through a crash
+# between any two steps:
+#
+# * owning: join the new user's set (`_JOIN_SCRIPT`: the member and the set
+#   are given the TTL plus `_GRACE_MS`), then write the meta (`_CLAIM_SCRIPT`).
+#   The previous owner's set keeps the member: removing it could undo the
+#   join of a concurrent change back to that owner (A to B and B to A at
+#   once), hiding a live session from that owner's "log out everywhere";
+#   listing ignores it (the meta names someone else) and drops it later;
+# * extending (an update, a touch): join the owner's set, then extend the
+#   session; the session script names the owner it was extended for and
+#   refuses when the meta names another (`_UPDATE_SCRIPT`,
+#   `_SPREAD_TOUCH_SCRIPT`), so no session outruns its set;
+# * listing: read each member's ``PTTL`` and meta, one command each, at once;
+#   drop (`_PRUNE_SCRIPT`) only members whose session is gone or someone
+#   else's, and whose score has passed: a member whose session does not exist
+#   yet, or is not yet the user's, may be a login between its steps, whose
+#   score is fresh;
+# * revoking: for each member, `_REVOKE_SCRIPT` on the session's slot deletes
+#   the session and its meta if the meta names the user and the session
+#   exists; then only those members leave the set (never the whole set: a
+#   login racing the revocation keeps its membership).
+#
+# A crash between steps leaves a member too many (listing drops it), never a
+# live session missing from its user's set.  The grace covers the time
+# between the join and the session's write; a write that comes later than that
+# joins again (`RedisStore._rejoin_if_late`).
 
 #: Lua shared by the index scripts: the time in ms, and a user's set expiring with its last member.
 _INDEX_LIB = """
@@ -407,12 +472,100 @@ redis.call('UNLINK', KEYS[1])
 return destroyed
 """
 
+# -- the spread layout's scripts: each touches the keys of one slot ---------------
+
+#: How much longer than its session a member and its set live in the spread
+#: layout (ms): room for the session write that follows the join.
+_GRACE_MS = 60_000
+
+#: Join a user's set.  KEYS: the set.  ARGV: the session's name, how long the
+#: member must live (ms: the TTL plus the grace).  Neither the member's score
+#: nor the set's TTL ever gets shorter.
+_JOIN_SCRIPT = _INDEX_LIB + """
+local score = now_ms() + ARGV[2]
+local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not old or tonumber(old) < score then redis.call('ZADD', KEYS[1], score, ARGV[1]) end
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
+"""
+
+#: Write a session's owner.  KEYS: its meta hash.  ARGV: the TTL in ms, then
+#: the owner: user as JSON ('' for none: the hash goes), created, agent,
+#: address.
+_CLAIM_SCRIPT = _INDEX_LIB + """
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+redis.call('HSET', KEYS[1], 'user', ARGV[2], 'created', ARGV[3], 'seen', now_ms() / 1000,
+           'agent', ARGV[4], 'address', ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+#: Extend a session whose owner's set was extended first.  KEYS: the session,
+#: its meta hash.  ARGV: the TTL in ms, the owner the set was extended for
+#: ('' for none).  Answers 0 (no session), 1, or ``{2, owner}`` when the meta
+#: names another owner: nothing is extended then.
+_SPREAD_TOUCH_SCRIPT = _INDEX_LIB + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local owner = redis.call('HGET', KEYS[2], 'user') or ''
+if owner ~= ARGV[2] then return {2, owner} end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+if redis.call('PEXPIRE', KEYS[2], ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[2], 'seen', now_ms() / 1000)
+end
+return 1
+"""
+
+#: Delete a session if it is the user's.  KEYS: the session, its meta hash.
+#: ARGV: the user as JSON.  Answers 1 when it deleted both, else 0 and
+#: touches nothing: another's session, one of no one, or an owner without a
+#: session, which may be a login between its meta and its first write (deleting
+#: the meta then would leave that session live and owned by no one).
+_REVOKE_SCRIPT = """
+if redis.call('HGET', KEYS[2], 'user') ~= ARGV[1] then return 0 end
+if redis.call('UNLINK', KEYS[1]) == 0 then return 0 end
+redis.call('UNLINK', KEYS[2])
+return 1
+"""
+
+#: Drop members whose score has passed.  KEYS: the set.  ARGV: the members
+#: (the store found their sessions gone or someone else's).  Answers how many left.
+_PRUNE_SCRIPT = _INDEX_LIB + """
+local now = now_ms()
+local removed = 0
+for _, name in ipairs(ARGV) do
+  local score = redis.call('ZSCORE', KEYS[1], name)
+  if score and tonumber(score) < now then removed = removed + redis.call('ZREM', KEYS[1], name) end
+end
+return removed
+"""
+
+
+def _sha(script: str) -> str:
+    """A script's SHA-1, as ``EVALSHA`` names it."""
+    return hashlib.sha1(script.encode("utf-8")).hexdigest()
+
+
 #: Each script by its SHA-1: `RedisStore._script` sends ``EVALSHA``, loading it if need be.
 _SCRIPTS = {
-    hashlib.sha1(script.encode("utf-8")).hexdigest(): script
-    for script in (_UPDATE_SCRIPT, _OWN_SCRIPT, _TOUCH_SCRIPT, _LIST_SCRIPT, _DESTROY_USER_SCRIPT)
+    _sha(script): script
+    for script in (
+        _UPDATE_SCRIPT, _OWN_SCRIPT, _TOUCH_SCRIPT, _LIST_SCRIPT, _DESTROY_USER_SCRIPT,
+        _JOIN_SCRIPT, _CLAIM_SCRIPT, _SPREAD_TOUCH_SCRIPT, _REVOKE_SCRIPT, _PRUNE_SCRIPT,
+    )
 }
-_OWN_SHA, _TOUCH_SHA, _LIST_SHA, _DESTROY_USER_SHA = list(_SCRIPTS)[1:]
+_UPDATE_SHA = _sha(_UPDATE_SCRIPT)
+_OWN_SHA = _sha(_OWN_SCRIPT)
+_TOUCH_SHA = _sha(_TOUCH_SCRIPT)
+_LIST_SHA = _sha(_LIST_SCRIPT)
+_DESTROY_USER_SHA = _sha(_DESTROY_USER_SCRIPT)
+_JOIN_SHA = _sha(_JOIN_SCRIPT)
+_CLAIM_SHA = _sha(_CLAIM_SCRIPT)
+_SPREAD_TOUCH_SHA = _sha(_SPREAD_TOUCH_SCRIPT)
+_REVOKE_SHA = _sha(_REVOKE_SCRIPT)
+_PRUNE_SHA = _sha(_PRUNE_SCRIPT)
 
 
 def _redis_modules() -> tuple[Any, Any]:
@@ -433,8 +586,26 @@ class _MasterUnreachable(StoreUnavailableError):
     """One cluster master cannot be reached while another answers: a partial outage."""
 
 
-#: A Redis Cluster hash tag: the part of a key name that picks its slot.
-_HASH_TAG = re.compile(r"\{[^}]+\}")
+def _hash_tag(name: str) -> str | None:
+    """The hash tag Redis Cluster reads in ``name`` (``None``: the whole name picks the slot).
+
+    Redis's rule: the text between the first ``{`` and the first ``}`` after
+    it, when that text is not empty.
+    """
+    start = name.find("{")
+    end = name.find("}", start + 1) if start >= 0 else -1
+    return name[start + 1:end] if end > start + 1 else None
+
+
+#: The owner's fields of a meta hash, as listing reads them.
+_META_FIELDS = ("user", "created", "seen", "agent", "address")
+
+
+def _user_json(owner: Owner | None) -> bytes:
+    """The owner's user as JSON, as the index names it (``b""``: no user)."""
+    if owner is None or owner.user is None:
+        return b""
+    return serializers.value_bytes(owner.user)
 
 
 def _ttl_ms(max_age: float) -> int:
@@ -459,6 +630,16 @@ class RedisStore(Store):
     session store and a cache) share one database without touching each
     other's keys: `clear`, `count` and `destroy_all` only see the keys under
     it (`clear` deletes all of them).  It must not be empty.
+
+    ``user_key`` keeps a user index (`destroy_user`, `user_sessions`).  On a
+    Redis Cluster its layout depends on the namespace: with a hash tag
+    (``namespace="app:{sessions}:"``) the whole store is one slot and the
+    index moves in one script, as on one server; without one each user's
+    keys are placed by hash tags of their own (the session's, the user's),
+    spreading over every master, and the index is kept by ordering the steps
+    (the module's docstring says which, and what it costs).  A namespace whose
+    first ``{`` is followed by ``}`` (an empty tag) is refused: Redis would
+    hash each name whole, parting a session from its owner.
 
     The store reports the connection's real state: a command that fails with a
     connection error or a time-out emits ``disconnect`` and raises
@@ -531,6 +712,15 @@ class RedisStore(Store):
         # until when another master is known to answer (the loop's clock).
         self._masters_lost = False
         self._answers_until = 0.0
+        #: Whether the user index is spread over the cluster's masters (a
+        #: cluster, a `user_key`, a namespace without a hash tag): each
+        #: session's keys on the session's slot, each user's set on the user's
+        #: (module docstring, "The user index on Redis Cluster").
+        self.spread = self.cluster and user_key is not None and _hash_tag(namespace) is None
+        # A session's name is ``_prefix + key + _suffix``; in the spread layout
+        # the key is the name's hash tag, which its meta hash shares.
+        self._prefix = namespace + "{" if self.spread else namespace
+        self._suffix = "}" if self.spread else ""
         if self.cluster:
             # Answers that mean "this slot has no reachable master right now":
             # a failover in progress, or the cluster refusing queries meanwhile.
@@ -538,12 +728,13 @@ class RedisStore(Store):
                 exceptions.ClusterError, exceptions.TryAgainError,
                 exceptions.SlotNotCoveredError,
             )
-            if user_key is not None and not _HASH_TAG.search(namespace):
-                raise SessionOptionError(
-                    f"RedisStore(namespace={namespace!r}, user_key={user_key!r}) on a Redis "
-                    "Cluster: the user index keeps a user's sessions and their index in one "
-                    "slot, so the namespace needs a hash tag, such as 'app:{sessions}:'"
-                )
+        if self.spread and _hash_tag(self._name("key")) is None:
+            raise SessionOptionError(
+                f"RedisStore(namespace={namespace!r}, user_key={user_key!r}) on a Redis "
+                "Cluster: the namespace's empty '{}' would make Redis hash each key whole, "
+                "so a session and its owner would land on different slots; remove the '{}', "
+                "or put a hash tag in it, such as 'app:{sessions}:'"
+            )
 
     @classmethod
     def from_url(
@@ -629,7 +820,7 @@ class RedisStore(Store):
         a warning, so it becomes a fresh session rather than an error page.
         """
         try:
-            raw: bytes | None = await self.call_backend(self.client.get, self.namespace + key)
+            raw: bytes | None = await self.call_backend(self.client.get, self._name(key))
         except SessionError as exc:
             if not self._wrong_type(exc):
                 raise
@@ -662,26 +853,37 @@ class RedisStore(Store):
         (the index first: a crash between the two leaves an entry that
         listing drops, never a session that "log out everywhere" misses), and
         the update and ``PEXPIRE`` move an indexed session's entry in the same
-        call.
+        call.  In the spread layout a login or a change of user costs one
+        more call (`_own`), and every write of an indexed session one more:
+        its user's set first (`_extend_set_first`).
         """
-        name = self.namespace + key
+        name = self._name(key)
         ttl = _ttl_ms(max_age)
         raw = serializers.raw_json(data)  # a value that is not JSON: raises naming its key
+        joined = None
+        if owner is not None and self.user_key is not None:
+            joined = await self._own(name, ttl, owner)
         if previous is None:
             # A new session of no user is a plain SET even with an index: the
             # lifecycle writes new sessions under new keys, which have no owner.
-            if owner is not None and self.user_key is not None:
-                await self._own(name, ttl, owner)
             await self.call_backend(self.client.set, name, raw, px=ttl)
+            if joined is not None:
+                await self._rejoin_if_late(_user_json(owner), name, ttl, joined)
             return True
-        if owner is not None and self.user_key is not None:
-            await self._own(name, ttl, owner)
+        # Who owns the session, as far as this request knows (spread layout only).
+        user = b""
+        if self.spread:
+            user = _user_json(owner) if owner is not None else self._guess_user(previous)
         loaded = serializers.raw_json(previous)
         if raw == loaded:
+            if self.spread:
+                return await self._touch_spread(name, ttl, user, joined)
             return await self.touch(key, max_age)
         to_set, to_unset = serializers.changed_keys(previous, data)
         changes = self._changes(to_set, to_unset, ops)
-        answer = await self._update(name, ttl, loaded, raw, _POLICY[on_conflict], changes)
+        answer = await self._update(
+            name, ttl, loaded, raw, _POLICY[on_conflict], changes, user, joined
+        )
         # The script answers what it cannot merge (JSON from another writer, an
         # increment past Lua's exact integers) with the record as it is: merge
         # here and compare-and-set against those bytes.  Each pass that finds
@@ -698,7 +900,7 @@ class RedisStore(Store):
                 return Written.of(merged)
             written = Written.of(merged)
             answer = await self._update(
-                name, ttl, answer, serializers.dumps(merged.data), b"c", changes
+                name, ttl, answer, serializers.dumps(merged.data), b"c", changes, user
             )
             if answer == 1:
                 return written
@@ -722,11 +924,15 @@ class RedisStore(Store):
         """Renew the TTL of a live record (one ``PEXPIRE``); ``False`` when there is none.
 
         With a `user_key` it is one script instead, which moves an indexed
-        session's entry too.
+        session's entry too.  In the spread layout an indexed session costs
+        two calls more: the script answers its owner, whose set is extended
+        before the session (`_extend_set_first`).
         """
-        name = self.namespace + key
+        name = self._name(key)
         if self.user_key is None:
             return bool(await self.call_backend(self.client.pexpire, name, _ttl_ms(max_age)))
+        if self.spread:
+            return await self._touch_spread(name, _ttl_ms(max_age), b"", None)
         answer = await self._script(
             _TOUCH_SHA, 2, name, name + "~meta", self.namespace, _ttl_ms(max_age)
         )
@@ -735,32 +941,46 @@ class RedisStore(Store):
     async def destroy(self, key: str) -> bool:
         """Delete the record under ``key`` (one ``DEL``); whether a live one was there.
 
-        With a `user_key` the same ``DEL`` takes the owner's hash; the user's
-        set drops the member when it is next read.
+        With a `user_key` the same ``DEL`` takes the owner's hash (on a
+        cluster, in the session's slot in either layout); the user's set
+        drops the member when it is next read.
         """
-        name = self.namespace + key
+        name = self._name(key)
         if self.user_key is None:
             return bool(await self.call_backend(self.client.delete, name))
         return bool(await self.call_backend(self.client.delete, name, name + "~meta"))
 
     async def destroy_user(self, user: UserId) -> int:
-        """Destroy ``user``'s sessions: one script, walking only that user's set."""
+        """Destroy ``user``'s sessions, walking only that user's set.
+
+        One script; in the spread layout one call to read the set, then one
+        script per member on the member's slot (all at once) and one
+        ``ZREM`` of those it destroyed.
+        """
         self._needs_user_key()
         user_json = serializers.value_bytes(user)
+        if self.spread:
+            return await self._revoke_spread(user_json)
         answer = await self._script(_DESTROY_USER_SHA, 1, self._user_set(user_json), user_json)
         return int(answer)
 
     async def user_sessions(self, user: UserId) -> list[UserRecord]:
-        """The live sessions of ``user``: one script, walking only that user's set."""
+        """The live sessions of ``user``, walking only that user's set.
+
+        One script; in the spread layout one call to read the set, then two
+        per member on the member's slot (all at once).
+        """
         self._needs_user_key()
         user_json = serializers.value_bytes(user)
-        rows = await self._script(_LIST_SHA, 1, self._user_set(user_json), user_json)
+        if self.spread:
+            rows = await self._list_spread(user_json)
+        else:
+            rows = await self._script(_LIST_SHA, 1, self._user_set(user_json), user_json)
         now = self.clock()
-        skip = len(self.namespace)
         found = []
         for name, ttl, created, seen, agent, address in rows:
             owner = Owner(user, float(created), float(seen), agent.decode(), address.decode())
-            found.append(UserRecord(name[skip:].decode(), now + int(ttl) / 1000, owner))
+            found.append(UserRecord(self._key_of(name), now + int(ttl) / 1000, owner))
         found.sort(key=lambda record: (record.owner.created, record.key))
         return found
 
@@ -990,22 +1210,31 @@ class RedisStore(Store):
         return loaded
 
     async def _update(
-        self, name: str, ttl: int, loaded: bytes, raw: bytes, policy: bytes, changes: list[bytes]
+        self, name: str, ttl: int, loaded: bytes, raw: bytes, policy: bytes,
+        changes: list[bytes], user: bytes = b"", joined: float | None = None,
     ) -> int | bytes | list[Any]:
         """Run the update script: one ``EVALSHA`` (an ``EVAL`` if Redis lacks it).
 
         With a `user_key` the script also gets the owner's hash and the users'
-        prefix, to move an indexed session's entry.  A key of another type
+        prefix, to move an indexed session's entry; in the spread layout it
+        gets the owner's hash, and the owner's set is extended first
+        (``user``, ``joined``: `_extend_set_first`).  A key of another type
         answers as a missing record, with a warning.
         """
-        if self.user_key is None:
-            keys: tuple[Any, ...] = (1, name)
-        else:
-            keys = (3, name, name + "~meta", self.namespace + "~user:")
         try:
-            answer: int | bytes | list[Any] = await self._script(
-                _UPDATE_SHA, *keys, ttl, loaded, raw, policy, *changes
-            )
+            if self.spread:
+                answer: int | bytes | list[Any] = await self._extend_set_first(
+                    name, ttl, user, joined, lambda owner: self._script(
+                        _UPDATE_SHA, 2, name, name + "~meta", ttl, loaded, raw, policy + owner,
+                        *changes,
+                    ),
+                )
+            else:
+                if self.user_key is None:
+                    keys: tuple[Any, ...] = (1, name)
+                else:
+                    keys = (3, name, name + "~meta", self.namespace + "~user:")
+                answer = await self._script(_UPDATE_SHA, *keys, ttl, loaded, raw, policy, *changes)
         except SessionError as exc:
             if not self._wrong_type(exc):
                 raise
@@ -1031,20 +1260,167 @@ class RedisStore(Store):
                 raise
         return await self.call_backend(self.client.eval, _SCRIPTS[sha], *args)
 
-    async def _own(self, name: str, ttl: int, owner: Owner | None) -> None:
-        """Give the session ``name`` its owner (``None``: none), in the index."""
+    async def _own(self, name: str, ttl: int, owner: Owner | None) -> float | None:
+        """Give the session ``name`` its owner (``None``: none), in the index.
+
+        One script where the store's keys share a slot.  In the spread layout
+        two steps, in the order that keeps every owned session in its user's
+        set: join the new user's set, then write the meta (`_claim`).  The
+        previous owner's set keeps its member (listing drops it later):
+        removing it could undo a concurrent change back to that owner.
+        Answers when the set was joined (``None``: no set was), for
+        `_rejoin_if_late` after the session's write.
+        """
         if owner is None or owner.user is None:
             fields: tuple[Any, ...] = (b"", 0, b"", b"")
         else:
             fields = (
-                serializers.value_bytes(owner.user), repr(owner.created),
+                _user_json(owner), repr(owner.created),
                 owner.agent.encode("utf-8", "replace"), owner.address.encode("utf-8", "replace"),
             )
-        await self._script(_OWN_SHA, 2, name, name + "~meta", self.namespace, ttl, *fields)
+        if not self.spread:
+            await self._script(_OWN_SHA, 2, name, name + "~meta", self.namespace, ttl, *fields)
+            return None
+        user = fields[0]
+        joined = await self._join(user, name, ttl) if user else None
+        await self._claim(name, ttl, fields)
+        return joined
+
+    async def _claim(self, name: str, ttl: int, fields: tuple[Any, ...]) -> None:
+        """Write the owner ``fields`` into the session's meta (spread layout).
+
+        The second step of `_own`, after the new user's set was joined.
+        """
+        await self._script(_CLAIM_SHA, 1, name + "~meta", ttl, *fields)
+
+    async def _join(self, user: bytes, name: str, ttl: int) -> float:
+        """Make ``name`` a member of ``user``'s set for ``ttl`` ms and the grace; when it was sent.
+
+        Neither the member's score nor the set's TTL is ever shortened, so a
+        session extended after this call cannot outlive its set unless the
+        extension reaches Redis more than `_GRACE_MS` later (`_rejoin_if_late`).
+        The time is the event loop's monotonic clock: it measures how long the
+        calls took, which no injected clock may fake.
+        """
+        sent = time.monotonic()
+        await self._script(_JOIN_SHA, 1, self._user_set(user), name, ttl + _GRACE_MS)
+        return sent
+
+    async def _rejoin_if_late(self, user: bytes, name: str, ttl: int, joined: float) -> None:
+        """Join ``user``'s set again when the session's write came more than the grace after it.
+
+        The write's answer arrived after Redis ran it, and the join ran after
+        ``joined``: if less than the grace lies between, the set outlives the
+        session.  Otherwise (a stalled process or network) join again.
+        """
+        if time.monotonic() - joined > _GRACE_MS / 1000:
+            await self._join(user, name, ttl)
+
+    async def _extend_set_first(
+        self, name: str, ttl: int, user: bytes, joined: float | None,
+        write: Callable[[bytes], Awaitable[Any]],
+    ) -> Any:
+        """Extend a session of the spread layout: its owner's set first, then the session.
+
+        ``user`` is the owner the caller expects (as JSON; ``b""``: none) and
+        ``joined`` when its set was joined already (by `_own`).  ``write``
+        runs the session's script for an owner; the script extends nothing
+        and answers ``[2, owner]`` when the meta names another: that owner's
+        set is joined, and ``write`` runs again.  So an anonymous session
+        pays nothing more, an indexed one a join (and a wrong guess a call).
+        """
+        while True:
+            if user and joined is None:
+                joined = await self._join(user, name, ttl)
+            answer = await write(user)
+            if not (isinstance(answer, list) and answer[0] == 2):
+                if joined is not None:
+                    await self._rejoin_if_late(user, name, ttl, joined)
+                return answer
+            user, joined = answer[1], None
+
+    async def _touch_spread(self, name: str, ttl: int, user: bytes, joined: float | None) -> bool:
+        """`touch` in the spread layout: the owner's set first (`_extend_set_first`)."""
+        answer = await self._extend_set_first(
+            name, ttl, user, joined,
+            lambda owner: self._script(_SPREAD_TOUCH_SHA, 2, name, name + "~meta", ttl, owner),
+        )
+        return bool(answer)
+
+    async def _list_spread(self, user: bytes) -> list[tuple[bytes, ...]]:
+        """`user_sessions` in the spread layout: the rows of the members alive and the user's.
+
+        Each member's ``PTTL`` and meta are read on its own slot, all at
+        once.  A member whose session is gone or someone else's leaves the
+        set only once its score has passed (`_PRUNE_SCRIPT`): before, it may
+        be a login between joining the set and writing the meta or the
+        session.
+        """
+        zset = self._user_set(user)
+        members: list[bytes] = await self.call_backend(self.client.zrange, zset, 0, -1)
+        answers = await asyncio.gather(
+            *(self.call_backend(self.client.pttl, name) for name in members),
+            *(self.call_backend(self.client.hmget, name + b"~meta", _META_FIELDS)
+              for name in members),
+        )
+        ttls, metas = answers[:len(members)], answers[len(members):]
+        rows, strays = [], []
+        for name, ttl, meta in zip(members, ttls, metas, strict=True):
+            if ttl > 0 and meta[0] == user:
+                rows.append((name, ttl, *meta[1:]))
+            elif ttl == -2 or meta[0] != user:  # no such session, or not the user's
+                strays.append(name)
+        if strays:
+            await self._script(_PRUNE_SHA, 1, zset, *strays)
+        return rows
+
+    async def _revoke_spread(self, user: bytes) -> int:
+        """`destroy_user` in the spread layout; how many live sessions it deleted.
+
+        Each member's session is deleted on its own slot if its meta names the
+        user (`_REVOKE_SCRIPT`), all at once; then those members, and only
+        those, leave the set.  A member whose meta names no one or someone
+        else, or whose session does not exist, stays: it may be a login of
+        this user between its steps, whose session must stay listed (listing
+        drops it once it is gone and its score has passed).  The set itself is
+        never deleted, for the same reason.
+        """
+        zset = self._user_set(user)
+        members: list[bytes] = await self.call_backend(self.client.zrange, zset, 0, -1)
+        answers = await asyncio.gather(
+            *(self._script(_REVOKE_SHA, 2, name, name + b"~meta", user) for name in members)
+        )
+        handled = [name for name, answer in zip(members, answers, strict=True) if answer]
+        if handled:
+            await self.call_backend(self.client.zrem, zset, *handled)
+        return len(handled)
+
+    def _name(self, key: str) -> str:
+        """The Redis name of the session under ``key`` (its meta hash adds ``~meta``)."""
+        return self._prefix + key + self._suffix
+
+    def _key_of(self, name: bytes) -> str:
+        """The store key in a session's Redis name: `_name` undone."""
+        text = name.decode()
+        return text[len(self._prefix):len(text) - len(self._suffix)]
 
     def _user_set(self, user_json: bytes) -> bytes:
-        """The name of a user's sorted set of sessions."""
+        """The name of a user's sorted set of sessions (spread layout: on the user's slot)."""
+        if self.spread:
+            return self.namespace.encode() + b"~user:{" + user_json + b"}"
         return self.namespace.encode() + b"~user:" + user_json
+
+    def _guess_user(self, data: Mapping[str, Any]) -> bytes:
+        """The user that ``data`` names under the `user_key`, as JSON (``b""``: none).
+
+        The spread layout's guess at a session's owner, to extend that set
+        before the session: the owner is the meta's, and a wrong guess costs
+        one call (the script answers the owner), never the order.
+        """
+        user = data.get(self.user_key) if self.user_key is not None else None
+        if isinstance(user, bool) or not isinstance(user, (str, int)):
+            return b""
+        return serializers.value_bytes(user)
 
     @staticmethod
     def _changes(
