@@ -30,7 +30,7 @@ from tornado_session.errors import (
     StoreUnavailableError,
 )
 from tornado_session.serializers import Append, Increment
-from tornado_session.stores import RedisStore, Written
+from tornado_session.stores import Owner, RedisStore, Written
 from tornado_session.testing import StoreContract
 
 NS = "tornado_session:"
@@ -856,3 +856,58 @@ class TestClose(RedisCase):
             self.assertEqual(await client.exists(NS + "k"), 1)
         finally:
             await client.aclose()
+
+
+class TestUserIndexRevocationRaces(RedisServerCase, AsyncTestCase):
+    """A revocation ("log out everywhere") landing between the two calls of a login.
+
+    On one server (and a cluster namespace with a hash tag) a login is the
+    owner script, then the session's ``SET``: a revocation in between must
+    neither miss the new session nor leave it without its owner.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.store = RedisStore.from_url(self.redis_server.url, user_key="user_id")
+
+    def tearDown(self) -> None:
+        self.io_loop.run_sync(self.store.close)
+        super().tearDown()
+
+    async def login(self, key: str, data: dict[str, Any], previous: Any = None) -> Any:
+        now = time.time()
+        return await self.store.set(key, data, 60, previous=previous, owner=Owner(1, now, now))
+
+    @gen_test
+    async def test_a_revocation_before_a_new_sessions_first_write_leaves_it_listed(self) -> None:
+        await self.login("old", {"user_id": 1})
+        own, revoked = self.store._own, []
+
+        async def own_then_revoke(*args: Any) -> Any:
+            answer = await own(*args)
+            revoked.append(await self.store.destroy_user(1))
+            return answer
+
+        with mock.patch.object(self.store, "_own", own_then_revoke):
+            await self.login("new", {"user_id": 1})
+        self.assertEqual(revoked, [1])  # "old", not the login in progress
+        self.assertIsNone(await self.store.get("old"))
+        self.assertEqual([record.key for record in await self.store.user_sessions(1)], ["new"])
+        self.assertEqual(await self.store.destroy_user(1), 1)  # "log out everywhere" finds it
+        self.assertIsNone(await self.store.get("new"))
+
+    @gen_test
+    async def test_a_revocation_before_a_visitors_login_is_written_wins(self) -> None:
+        await self.store.set("visitor", {"cart": [1]}, 60)
+        own = self.store._own
+
+        async def own_then_revoke(*args: Any) -> Any:
+            answer = await own(*args)
+            self.assertEqual(await self.store.destroy_user(1), 1)
+            return answer
+
+        with mock.patch.object(self.store, "_own", own_then_revoke):
+            written = await self.login("visitor", {"cart": [1], "user_id": 1}, {"cart": [1]})
+        self.assertIs(written, False)  # the session was revoked first: nothing is written
+        self.assertIsNone(await self.store.get("visitor"))
+        self.assertEqual(await self.store.user_sessions(1), [])

@@ -459,16 +459,22 @@ return out
 """
 
 #: Destroy a user's sessions.  KEYS: the user's set.  ARGV: the user as JSON.
-#: Answers how many live sessions were deleted.
+#: Answers how many live sessions were deleted.  A member whose meta names
+#: the user but whose session does not exist (yet) is kept, meta and all: it
+#: may be a login between its owner script and its first write, which would
+#: otherwise become a live session that no "log out everywhere" finds.
+#: Members of someone else, or of no one, leave the set.
 _DESTROY_USER_SCRIPT = """
 local destroyed = 0
 for _, name in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  if redis.call('HGET', name .. '~meta', 'user') == ARGV[1] then
-    destroyed = destroyed + redis.call('UNLINK', name)
+  if redis.call('HGET', name .. '~meta', 'user') ~= ARGV[1] then
+    redis.call('ZREM', KEYS[1], name)
+  elseif redis.call('UNLINK', name) == 1 then
     redis.call('UNLINK', name .. '~meta')
+    redis.call('ZREM', KEYS[1], name)
+    destroyed = destroyed + 1
   end
 end
-redis.call('UNLINK', KEYS[1])
 return destroyed
 """
 
