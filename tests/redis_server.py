@@ -37,8 +37,10 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process, restartable on the same port and directory."""
 
-    def __init__(self, *, appendonly: bool = False) -> None:
+    def __init__(self, *, appendonly: bool = False, replica_of: RedisServer | None = None) -> None:
         self.appendonly = appendonly
+        #: The primary this server replicates (``--replicaof``), if any.
+        self.replica_of = replica_of
         self.port = free_port()
         self.directory = tempfile.mkdtemp(prefix="tornado-session-redis-")
         self.process: subprocess.Popen[bytes] | None = None
@@ -69,6 +71,8 @@ class RedisServer:
             "--rename-command", "FLUSHALL", "",
             "--rename-command", "FLUSHDB", FLUSHDB,
         ]
+        if self.replica_of is not None:
+            args += ["--replicaof", "127.0.0.1", str(self.replica_of.port)]
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:

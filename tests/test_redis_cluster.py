@@ -631,6 +631,10 @@ class TestClusterClientsRefused(RedisClusterCase, AsyncTestCase):
         finally:
             client.close()
 
+    def test_replicas_are_refused_on_a_cluster_saying_why(self) -> None:
+        with self.assertRaisesRegex(SessionOptionError, r"replicas=1\) on a Redis Cluster"):
+            RedisStore.from_url(self.redis_cluster.url, cluster=True, replicas=1)
+
     def test_a_cluster_client_decoding_responses_is_refused(self) -> None:
         client = redis.asyncio.RedisCluster.from_url(
             self.redis_cluster.url, decode_responses=True

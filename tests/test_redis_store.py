@@ -10,7 +10,7 @@ import time
 import unittest
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 from unittest import mock
 
 import redis
@@ -22,7 +22,7 @@ from redis.utils import HIREDIS_AVAILABLE
 from tornado.testing import AsyncTestCase, ExpectLog, gen_test
 
 from tests.base import SessionTestCase
-from tests.redis_server import RedisServerCase
+from tests.redis_server import RedisServer, RedisServerCase
 from tornado_session import serializers
 from tornado_session.errors import (
     SessionOptionError,
@@ -911,3 +911,99 @@ class TestUserIndexRevocationRaces(RedisServerCase, AsyncTestCase):
         self.assertIs(written, False)  # the session was revoked first: nothing is written
         self.assertIsNone(await self.store.get("visitor"))
         self.assertEqual(await self.store.user_sessions(1), [])
+
+
+class TestReplicas(RedisCase):
+    """``replicas``: a session write counts as saved once a replica has it too.
+
+    A real primary (the class's server) with one real replica (``--replicaof``).
+    """
+
+    replica: ClassVar[RedisServer]
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        cls.replica = RedisServer(replica_of=cls.redis_server)
+        cls.addClassCleanup(cls.replica.remove)
+        cls.replica.start()
+        deadline = time.monotonic() + 10
+        while True:  # the replica's first sync
+            with cls.replica.admin() as admin:
+                if admin.info("replication")["master_link_status"] == "up":
+                    break
+            assert time.monotonic() < deadline, "the replica did not sync"
+            time.sleep(0.05)
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.plain = self.store  # RedisCase's, without replicas
+        self.store = RedisStore.from_url(self.redis_server.url, replicas=1, user_key="user_id")
+
+    def tearDown(self) -> None:
+        self.io_loop.run_sync(self.plain.close)
+        super().tearDown()
+
+    def on_replica(self, key: str) -> bytes | None:
+        with self.replica.admin() as admin:
+            value: bytes | None = admin.get(NS + key)
+            return value
+
+    @gen_test
+    async def test_each_write_is_on_the_replica_when_it_is_answered(self) -> None:
+        now = time.time()
+
+        async def log_in_change_touch_log_out(key: str) -> None:
+            await self.store.set(key, {"user_id": 1}, 60, owner=Owner(1, now, now))
+            self.assertEqual(self.on_replica(key), raw({"user_id": 1}))
+            await self.store.set(key, {"user_id": 1, "n": 2}, 60, previous={"user_id": 1})
+            self.assertEqual(self.on_replica(key), raw({"n": 2, "user_id": 1}))
+            await self.store.touch(key, 60)
+            self.assertTrue(await self.store.destroy(key))
+            self.assertIsNone(self.on_replica(key))
+
+        await log_in_change_touch_log_out("first")  # sends the scripts (EVAL) once
+        with self.monitor() as monitor:
+            await log_in_change_touch_log_out("k")
+        names = [command.split(" ")[0] for command in monitor.sent()]
+        # Every write is followed by a WAIT for one replica (the pipeline's: same connection).
+        self.assertEqual(names, ["EVALSHA", "WAIT", "SET", "WAIT", "EVALSHA", "WAIT",
+                                 "EVALSHA", "WAIT", "DEL", "WAIT"])
+        waits = {command for command in monitor.sent() if command.startswith("WAIT")}
+        self.assertEqual(waits, {"WAIT 1 500"})  # one replica, replica_timeout in ms
+        # WAIT counts the writes of its own connection: each follows its write on that one.
+        sent = [c for c in monitor.commands if c["client_type"] != "lua"
+                and not c["command"].startswith("HELLO")]
+        for write, wait in zip(sent[::2], sent[1::2], strict=True):
+            self.assertEqual(wait["client_port"], write["client_port"], write["command"])
+
+    @gen_test
+    async def test_a_write_too_few_replicas_confirm_is_not_saved(self) -> None:
+        store = RedisStore.from_url(self.redis_server.url, replicas=2, replica_timeout=0.1)
+        try:
+            started = time.monotonic()
+            with self.assertRaisesRegex(StoreUnavailableError, "1 replica.*replicas=2"):
+                await store.set("k", {"n": 1}, 60)
+            self.assertGreaterEqual(time.monotonic() - started, 0.1)  # it waited for them
+            self.assertTrue(store.connected)  # Redis answers: not an outage
+        finally:
+            await store.close()
+
+    @gen_test
+    async def test_without_replicas_no_write_waits(self) -> None:
+        with self.monitor() as monitor:
+            await self.plain.set("k", {"n": 1}, 60)
+            await self.plain.destroy("k")
+        self.assertEqual([c.split(" ")[0] for c in monitor.sent()], ["SET", "DEL"])
+
+    def test_bad_replicas_options_are_refused_naming_them(self) -> None:
+        for bad in (-1, True, 1.5, "1"):
+            with self.subTest(replicas=bad), self.assertRaisesRegex(
+                SessionOptionError, r"RedisStore option replicas=.*int >= 0"
+            ):
+                RedisStore.from_url(self.redis_server.url, replicas=bad)
+        for bad_timeout in (0, -1, "1"):
+            with self.subTest(replica_timeout=bad_timeout), self.assertRaisesRegex(
+                SessionOptionError, r"RedisStore option replica_timeout="
+            ):
+                RedisStore.from_url(self.redis_server.url, replicas=1, replica_timeout=bad_timeout)

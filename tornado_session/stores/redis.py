@@ -104,6 +104,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import serializers
+from .._checks import check_seconds
 from ..errors import SessionError, SessionOptionError, StoreUnavailableError
 from .base import Clock, Owner, Progress, Store, UserId, UserRecord, Written
 
@@ -664,6 +665,16 @@ class RedisStore(Store):
     policy runs before the store sees a failure: keep it short (`from_url`
     uses one immediate retry) so that an outage is noticed well within the
     lifecycle's ``reconnect_timeout``.
+
+    ``replicas`` (0 by default) makes every write that changes a session or
+    its owner wait until that many replicas have it (``WAIT``, pipelined with
+    the write: no extra round trip, only the replicas' delay), for at most
+    ``replica_timeout`` seconds; a write fewer replicas confirm is answered
+    as not saved (503).  Redis replicates asynchronously, so without it a
+    write acknowledged just before the primary dies can be missing on the
+    replica that takes over (a login or a logout undone).  For one server or
+    the primary a Sentinel hands out; refused on a Redis Cluster, whose
+    client cannot send ``WAIT`` on the write's connection.
     """
 
     backend = "Redis"
@@ -677,6 +688,8 @@ class RedisStore(Store):
         probe_interval: float = 1.0,
         clock: Clock = time.time,
         user_key: str | None = None,
+        replicas: int = 0,
+        replica_timeout: float = 0.5,
     ) -> None:
         aioredis, exceptions = _redis_modules()
         if not isinstance(client, (aioredis.Redis, aioredis.RedisCluster)):
@@ -734,6 +747,22 @@ class RedisStore(Store):
                 exceptions.ClusterError, exceptions.TryAgainError,
                 exceptions.SlotNotCoveredError,
             )
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+            raise SessionOptionError(
+                f"RedisStore option replicas={replicas!r} is invalid; expected an int >= 0 "
+                "(how many replicas must have each session write before it counts as saved)"
+            )
+        if replicas and self.cluster:
+            raise SessionOptionError(
+                f"RedisStore(replicas={replicas!r}) on a Redis Cluster: not offered. WAIT "
+                "counts only the writes of its own connection, and redis-py's RedisCluster "
+                "cannot send it on the connection of a write (docs/scaling.md)"
+            )
+        #: How many replicas must have each write before the store answers it
+        #: (``WAIT``, on the write's own connection; 0: Redis's acknowledgement).
+        self.replicas = replicas
+        #: How long a write waits for ``replicas``, in seconds.
+        self.replica_timeout = check_seconds("RedisStore option replica_timeout", replica_timeout)
         if self.spread and _hash_tag(self._name("key")) is None:
             raise SessionOptionError(
                 f"RedisStore(namespace={namespace!r}, user_key={user_key!r}) on a Redis "
@@ -753,6 +782,8 @@ class RedisStore(Store):
         clock: Clock = time.time,
         cluster: bool = False,
         user_key: str | None = None,
+        replicas: int = 0,
+        replica_timeout: float = 0.5,
         **client_options: Any,
     ) -> RedisStore:
         """Build a store with a client of its own, from a ``redis://`` URL.
@@ -809,7 +840,7 @@ class RedisStore(Store):
         # leaves no socket open.
         store = cls(
             client, namespace=namespace, timeout=timeout, probe_interval=probe_interval,
-            clock=clock, user_key=user_key,
+            clock=clock, user_key=user_key, replicas=replicas, replica_timeout=replica_timeout,
         )
         store._owns_client = True
         return store
@@ -872,7 +903,7 @@ class RedisStore(Store):
         if previous is None:
             # A new session of no user is a plain SET even with an index: the
             # lifecycle writes new sessions under new keys, which have no owner.
-            await self.call_backend(self.client.set, name, raw, px=ttl)
+            await self._write("SET", name, raw, "PX", ttl)
             if joined is not None:
                 await self._rejoin_if_late(_user_json(owner), name, ttl, joined)
             return True
@@ -936,7 +967,7 @@ class RedisStore(Store):
         """
         name = self._name(key)
         if self.user_key is None:
-            return bool(await self.call_backend(self.client.pexpire, name, _ttl_ms(max_age)))
+            return bool(await self._write("PEXPIRE", name, _ttl_ms(max_age)))
         if self.spread:
             return await self._touch_spread(name, _ttl_ms(max_age), b"", None)
         answer = await self._script(
@@ -953,8 +984,8 @@ class RedisStore(Store):
         """
         name = self._name(key)
         if self.user_key is None:
-            return bool(await self.call_backend(self.client.delete, name))
-        return bool(await self.call_backend(self.client.delete, name, name + "~meta"))
+            return bool(await self._write("DEL", name))
+        return bool(await self._write("DEL", name, name + "~meta"))
 
     async def destroy_user(self, user: UserId) -> int:
         """Destroy ``user``'s sessions, walking only that user's set.
@@ -1005,11 +1036,9 @@ class RedisStore(Store):
                 if raw is not None and self._matches(raw, match)
             ]
             if doomed:
-                destroyed += await self.call_backend(self.client.unlink, *doomed)
+                destroyed += await self._write("UNLINK", *doomed)
                 if self.user_key is not None:
-                    await self.call_backend(
-                        self.client.unlink, *(name + b"~meta" for name in doomed)
-                    )
+                    await self._write("UNLINK", *(name + b"~meta" for name in doomed))
         return destroyed
 
     async def count(self, *, progress: Progress | None = None) -> int:
@@ -1248,6 +1277,39 @@ class RedisStore(Store):
             return 0
         return answer
 
+    async def _write(self, command: str, *args: Any) -> Any:
+        """Send a command that changes a session or its owner; answered once it is safe.
+
+        Without `replicas` that is when Redis answers.  With them, the command
+        and a ``WAIT`` go down one connection in one round trip (a pipeline:
+        ``WAIT`` counts only the writes of its own connection), and the answer
+        comes once that many replicas have the write.  When fewer have it
+        within `replica_timeout`, the write may be lost in a failover, so it
+        is answered as not saved: `StoreUnavailableError`, a 503, with the
+        store still connected.
+        """
+        if not self.replicas:
+            return await self.call_backend(self.client.execute_command, command, *args)
+        return await self.call_backend(self._write_and_wait, command, args)
+
+    async def _write_and_wait(self, command: str, args: tuple[Any, ...]) -> Any:
+        """``command`` then ``WAIT replicas``, pipelined on one connection."""
+        client: Any = self.client
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.execute_command(command, *args)
+            pipe.execute_command("WAIT", self.replicas, _ttl_ms(self.replica_timeout))
+            answer, copies = await pipe.execute(raise_on_error=False)
+        for result in (answer, copies):
+            if isinstance(result, Exception):
+                raise result
+        if copies < self.replicas:
+            raise StoreUnavailableError(
+                f"Redis: a session write reached {copies} replica(s) within "
+                f"{self.replica_timeout} s, fewer than replicas={self.replicas}: "
+                "not counted as saved"
+            )
+        return answer
+
     async def _script(self, sha: str, *args: Any) -> Any:
         """``EVALSHA`` one of the store's scripts, or ``EVAL`` it if Redis lacks it.
 
@@ -1260,11 +1322,11 @@ class RedisStore(Store):
         of them is down).
         """
         try:
-            return await self.call_backend(self.client.evalsha, sha, *args)
+            return await self._write("EVALSHA", sha, *args)
         except SessionError as exc:
             if not isinstance(exc.__cause__, self._no_script):
                 raise
-        return await self.call_backend(self.client.eval, _SCRIPTS[sha], *args)
+        return await self._write("EVAL", _SCRIPTS[sha], *args)
 
     async def _own(self, name: str, ttl: int, owner: Owner | None) -> float | None:
         """Give the session ``name`` its owner (``None``: none), in the index.
