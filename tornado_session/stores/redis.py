@@ -903,7 +903,7 @@ class RedisStore(Store):
         if previous is None:
             # A new session of no user is a plain SET even with an index: the
             # lifecycle writes new sessions under new keys, which have no owner.
-            await self._write("SET", name, raw, "PX", ttl)
+            await self._write(self.client.set, name, raw, px=ttl)
             if joined is not None:
                 await self._rejoin_if_late(_user_json(owner), name, ttl, joined)
             return True
@@ -967,7 +967,7 @@ class RedisStore(Store):
         """
         name = self._name(key)
         if self.user_key is None:
-            return bool(await self._write("PEXPIRE", name, _ttl_ms(max_age)))
+            return bool(await self._write(self.client.pexpire, name, _ttl_ms(max_age)))
         if self.spread:
             return await self._touch_spread(name, _ttl_ms(max_age), b"", None)
         answer = await self._script(
@@ -984,8 +984,8 @@ class RedisStore(Store):
         """
         name = self._name(key)
         if self.user_key is None:
-            return bool(await self._write("DEL", name))
-        return bool(await self._write("DEL", name, name + "~meta"))
+            return bool(await self._write(self.client.delete, name))
+        return bool(await self._write(self.client.delete, name, name + "~meta"))
 
     async def destroy_user(self, user: UserId) -> int:
         """Destroy ``user``'s sessions, walking only that user's set.
@@ -1036,9 +1036,11 @@ class RedisStore(Store):
                 if raw is not None and self._matches(raw, match)
             ]
             if doomed:
-                destroyed += await self._write("UNLINK", *doomed)
+                destroyed += await self._write(self.client.unlink, *doomed)
                 if self.user_key is not None:
-                    await self._write("UNLINK", *(name + b"~meta" for name in doomed))
+                    await self._write(
+                        self.client.unlink, *(name + b"~meta" for name in doomed)
+                    )
         return destroyed
 
     async def count(self, *, progress: Progress | None = None) -> int:
@@ -1162,25 +1164,23 @@ class RedisStore(Store):
             return True
         client: Any = self.client
 
-        async def answers(node: Any) -> bool:
+        async def answers(node: Any, within: float) -> bool:
             try:
-                return bool(await client.ping(target_nodes=node))
+                return bool(await asyncio.wait_for(client.ping(target_nodes=node), within))
             except Exception:  # any failure means "not this one"
                 return False
 
         deadline = loop.time() + max(1.0, self.timeout or 0.0)
         while True:
-            pings = [asyncio.ensure_future(answers(node)) for node in client.get_primaries()]
-            try:
-                for first in asyncio.as_completed(pings, timeout=deadline - loop.time()):
-                    if await first:
-                        self._answers_until = loop.time() + _FAILOVER_RETRY
-                        return True
-            except TimeoutError:
-                return False
-            finally:
-                for ping in pings:
-                    ping.cancel()
+            # Every ping runs to its end (or the deadline): a ping cancelled
+            # while it connects would leave redis-py's new socket unclosed.
+            within = deadline - loop.time()
+            answered = await asyncio.gather(
+                *(answers(node, within) for node in client.get_primaries())
+            )
+            if any(answered):
+                self._answers_until = loop.time() + _FAILOVER_RETRY
+                return True
             if loop.time() + _FAILOVER_RETRY >= deadline:
                 return False
             await asyncio.sleep(_FAILOVER_RETRY)
@@ -1207,6 +1207,13 @@ class RedisStore(Store):
         if self._owns_client:
             self._owns_client = False
             await self.client.aclose()
+            if self.cluster:
+                # redis-py 8.1's RedisCluster.aclose() does nothing while the
+                # client means to learn the slots again (after any connection
+                # error), leaving every connection open: close its nodes'.
+                nodes: Any = self.client.nodes_manager
+                await nodes.aclose()
+                await nodes.aclose("startup_nodes")
 
     # -- internals --------------------------------------------------------------
 
@@ -1277,26 +1284,30 @@ class RedisStore(Store):
             return 0
         return answer
 
-    async def _write(self, command: str, *args: Any) -> Any:
-        """Send a command that changes a session or its owner; answered once it is safe.
+    async def _write(self, command: Callable[..., Awaitable[_T]], *args: Any, **kwargs: Any) -> _T:
+        """Send a client command that changes a session or its owner; answered once it is safe.
 
-        Without `replicas` that is when Redis answers.  With them, the command
-        and a ``WAIT`` go down one connection in one round trip (a pipeline:
-        ``WAIT`` counts only the writes of its own connection), and the answer
-        comes once that many replicas have the write.  When fewer have it
-        within `replica_timeout`, the write may be lost in a failover, so it
+        ``command`` is a method of the client (``self.client.set``...).
+        Without `replicas` the answer is Redis's.  With them, the same method
+        of a pipeline and a ``WAIT`` go down one connection in one round trip
+        (``WAIT`` counts only the writes of its own connection), and the
+        answer comes once that many replicas have the write.  When fewer have
+        it within `replica_timeout`, the write may be lost in a failover, so it
         is answered as not saved: `StoreUnavailableError`, a 503, with the
         store still connected.
         """
         if not self.replicas:
-            return await self.call_backend(self.client.execute_command, command, *args)
-        return await self.call_backend(self._write_and_wait, command, args)
+            return await self.call_backend(command, *args, **kwargs)
+        answer: _T = await self.call_backend(self._write_and_wait, command.__name__, args, kwargs)
+        return answer
 
-    async def _write_and_wait(self, command: str, args: tuple[Any, ...]) -> Any:
-        """``command`` then ``WAIT replicas``, pipelined on one connection."""
+    async def _write_and_wait(
+        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """The client's ``method`` then ``WAIT replicas``, pipelined on one connection."""
         client: Any = self.client
         async with client.pipeline(transaction=False) as pipe:
-            pipe.execute_command(command, *args)
+            getattr(pipe, method)(*args, **kwargs)
             pipe.execute_command("WAIT", self.replicas, _ttl_ms(self.replica_timeout))
             answer, copies = await pipe.execute(raise_on_error=False)
         for result in (answer, copies):
@@ -1322,11 +1333,11 @@ class RedisStore(Store):
         of them is down).
         """
         try:
-            return await self._write("EVALSHA", sha, *args)
+            return await self._write(self.client.evalsha, sha, *args)
         except SessionError as exc:
             if not isinstance(exc.__cause__, self._no_script):
                 raise
-        return await self._write("EVAL", _SCRIPTS[sha], *args)
+        return await self._write(self.client.eval, _SCRIPTS[sha], *args)
 
     async def _own(self, name: str, ttl: int, owner: Owner | None) -> float | None:
         """Give the session ``name`` its owner (``None``: none), in the index.
